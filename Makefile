@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit peers bench clean
+
+demo: $(STAMP)
+	$(PY) -m relay --demo
+
+test: $(STAMP) peers lint typecheck unit
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+peers:
+	scripts/fetch-peers
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m hadolint Dockerfile
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m pytest
+
+bench: $(STAMP) peers
+	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .peers .mypy_cache .ruff_cache .pytest_cache

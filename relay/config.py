@@ -1,0 +1,349 @@
+"""The configuration file: YAML text into frozen dataclasses, with defaults, strict keys and located errors.
+
+Pure: no file is opened here. `parse` takes the text; the files the configuration names (certificates,
+keys, tokens) are read and checked where they are used (tls.py, upstream.py) so that they can rotate.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from relay.errors import ConfigError, Problem
+from relay.units import parse_duration, parse_size
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+UPSTREAM_NAME_RE = re.compile(r"[a-zA-Z0-9_-]+")
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Prometheus' `tls_config`, paths already resolved against the configuration file's folder."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    min_version: ssl.TLSVersion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelabelRuleSpec:
+    """One `metric_relabel_configs` entry as written, Prometheus' defaults filled in."""
+
+    location: str
+    source_labels: tuple[str, ...] = ()
+    separator: str = ";"
+    regex: str = "(.*)"
+    modulus: int = 0
+    target_label: str = ""
+    replacement: str = "$1"
+    action: str = "replace"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One upstream to scrape and relay; see the configuration reference in README.md."""
+
+    name: str
+    url: str
+    location: str
+    params: tuple[tuple[str, str], ...] = ()
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+    bearer_token_file: Path | None = None
+    metric_relabel_configs: tuple[RelabelRuleSpec, ...] = ()
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+    body_size_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: the upstreams in file order (the first one is served on /metrics)."""
+
+    source: str
+    upstreams: tuple[UpstreamConfig, ...]
+
+    def upstream(self, name: str) -> UpstreamConfig | None:
+        """The upstream called `name`, or None."""
+        return next((upstream for upstream in self.upstreams if upstream.name == name), None)
+
+
+def parse(text: str, *, source: str, base_dir: Path) -> Config:
+    """Parse configuration text; raise ConfigError listing every problem with its location."""
+    reader = _Reader(base_dir)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem("", f"invalid YAML: {problem}", line)]) from None
+    upstreams = reader.upstreams(root)
+    if reader.problems:
+        raise ConfigError(source, sorted(reader.problems, key=lambda problem: problem.line or 0))
+    return Config(source=source, upstreams=upstreams)
+
+
+class _Reader:
+    """Walks the YAML node tree so that every problem can name its path and line."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def problem(self, node: yaml.Node | None, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(Problem(path, message, line))
+
+    # --- the schema ---------------------------------------------------------------------------------
+
+    def upstreams(self, root: yaml.Node | None) -> tuple[UpstreamConfig, ...]:
+        if root is None:
+            self.problem(None, "", "the file is empty; it needs `upstreams:` with at least one upstream")
+            return ()
+        top = self.mapping(root, "", {"upstreams"}, required={"upstreams"})
+        if "upstreams" not in top:
+            return ()
+        items = self.sequence(top["upstreams"], "upstreams")
+        if not items:
+            self.problem(top["upstreams"], "upstreams", "needs at least one upstream")
+        upstreams = [self.upstream(node, f"upstreams[{index}]") for index, node in enumerate(items)]
+        found = [upstream for upstream in upstreams if upstream is not None]
+        seen: set[str] = set()
+        for node, upstream in zip(items, upstreams, strict=True):
+            if upstream is not None and upstream.name in seen:
+                self.problem(node, f"{upstream.location}.name", f"duplicate upstream name {upstream.name!r}")
+            if upstream is not None:
+                seen.add(upstream.name)
+        return tuple(found)
+
+    def upstream(self, node: yaml.Node, path: str) -> UpstreamConfig | None:
+        known = {f.name for f in UpstreamConfig.__dataclass_fields__.values()} - {"location"}
+        fields = self.mapping(node, path, known, required={"name", "url"})
+        values: dict[str, Any] = {}
+        converters: dict[str, Callable[[yaml.Node, str], Any]] = {
+            "name": self.upstream_name,
+            "url": self.url,
+            "params": self.params,
+            "timeout": self.duration,
+            "tls_config": self.tls_config,
+            "bearer_token_file": self.path,
+            "metric_relabel_configs": self.relabel_configs,
+            "sample_limit": self.count,
+            "label_limit": self.count,
+            "label_name_length_limit": self.count,
+            "label_value_length_limit": self.count,
+            "body_size_limit": self.size,
+        }
+        for key, value_node in fields.items():
+            value = converters[key](value_node, f"{path}.{key}")
+            if value is not None:
+                values[key] = value
+        timeout = values.get("timeout")
+        if timeout is not None and timeout <= 0:
+            self.problem(fields["timeout"], f"{path}.timeout", "must be greater than 0")
+        if not {"name", "url"} <= values.keys():
+            return None
+        return UpstreamConfig(location=path, **values)
+
+    def upstream_name(self, node: yaml.Node, path: str) -> str | None:
+        name = self.string(node, path)
+        if name is not None and not UPSTREAM_NAME_RE.fullmatch(name):
+            self.problem(node, path, f"{name!r} is not a valid name: use letters, digits, '_' and '-'")
+            return None
+        return name
+
+    def url(self, node: yaml.Node, path: str) -> str | None:
+        url = self.string(node, path)
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.problem(node, path, "must be an absolute http:// or https:// URL with a host")
+            return None
+        if parts.username is not None or parts.password is not None:
+            # Credentials in the URL would show in logs and on the landing page.
+            self.problem(node, path, "must not contain credentials; use bearer_token_file or tls_config")
+            return None
+        if parts.fragment:
+            self.problem(node, path, "must not contain a #fragment")
+            return None
+        return url
+
+    def params(self, node: yaml.Node, path: str) -> tuple[tuple[str, str], ...] | None:
+        pairs: list[tuple[str, str]] = []
+        for key, values_node in self.mapping(node, path, None).items():
+            if not isinstance(values_node, yaml.SequenceNode):
+                self.problem(values_node, f"{path}.{key}", 'must be a list of strings, e.g. ["true"]')
+                continue
+            for value in self.string_list(values_node, f"{path}.{key}"):
+                pairs.append((key, value))
+        return tuple(pairs)
+
+    def tls_config(self, node: yaml.Node, path: str) -> TLSConfig:
+        known = set(TLSConfig.__dataclass_fields__)
+        fields = self.mapping(node, path, known)
+        values: dict[str, Any] = {}
+        for key, value_node in fields.items():
+            where = f"{path}.{key}"
+            if key.endswith("_file"):
+                values[key] = self.path(value_node, where)
+            elif key == "server_name":
+                values[key] = self.string(value_node, where)
+            elif key == "insecure_skip_verify":
+                values[key] = self.boolean(value_node, where)
+            else:
+                values[key] = self.tls_version(value_node, where)
+        tls = TLSConfig(**{key: value for key, value in values.items() if value is not None})
+        if (tls.cert_file is None) != (tls.key_file is None):
+            self.problem(node, path, "cert_file and key_file must be given together")
+        return tls
+
+    def tls_version(self, node: yaml.Node, path: str) -> ssl.TLSVersion | None:
+        text = self.string(node, path)
+        if text is not None and text not in TLS_VERSIONS:
+            self.problem(node, path, f"unknown TLS version {text!r} (use one of {', '.join(TLS_VERSIONS)})")
+            return None
+        return TLS_VERSIONS[text] if text is not None else None
+
+    def relabel_configs(self, node: yaml.Node, path: str) -> tuple[RelabelRuleSpec, ...]:
+        rules = []
+        known = set(RelabelRuleSpec.__dataclass_fields__) - {"location"}
+        for index, rule_node in enumerate(self.sequence(node, path)):
+            where = f"{path}[{index}]"
+            values: dict[str, Any] = {}
+            for key, value_node in self.mapping(rule_node, where, known).items():
+                if key == "source_labels":
+                    values[key] = tuple(self.string_list(value_node, f"{where}.{key}"))
+                elif key == "modulus":
+                    values[key] = self.count(value_node, f"{where}.{key}")
+                else:
+                    values[key] = self.string(value_node, f"{where}.{key}", empty_ok=True)
+            rules.append(RelabelRuleSpec(location=where,
+                                         **{key: value for key, value in values.items() if value is not None}))
+        return tuple(rules)
+
+    # --- scalar and collection readers --------------------------------------------------------------
+
+    def mapping(self, node: yaml.Node, path: str, known: set[str] | None,
+                required: frozenset[str] | set[str] = frozenset()) -> dict[str, yaml.Node]:
+        """The keys of a mapping node; unknown, duplicate and missing required keys are problems."""
+        if not isinstance(node, yaml.MappingNode):
+            if not self.is_null(node):
+                self.problem(node, path, f"must be a mapping, not {self.kind(node)}")
+            elif required:
+                self.problem(node, path, f"is empty; needs {', '.join(sorted(required))}")
+            return {}
+        found: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            where = f"{path}.{key}" if path else str(key)
+            if key is None:
+                self.problem(key_node, path, "keys must be strings")
+            elif key in found:
+                self.problem(key_node, where, "duplicate key")
+            elif known is not None and key not in known:
+                self.problem(key_node, where, f"unknown key (known keys: {', '.join(sorted(known))})")
+            else:
+                found[key] = value_node
+        for key in sorted(required - found.keys()):
+            self.problem(node, f"{path}.{key}" if path else key, "is required")
+        return found
+
+    def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if not self.is_null(node):
+            self.problem(node, path, f"must be a list, not {self.kind(node)}")
+        return []
+
+    def string_list(self, node: yaml.Node, path: str) -> Iterator[str]:
+        for index, item in enumerate(self.sequence(node, path)):
+            value = self.string(item, f"{path}[{index}]", empty_ok=True)
+            if value is not None:
+                yield value
+
+    def string(self, node: yaml.Node, path: str, *, empty_ok: bool = False) -> str | None:
+        # Like Prometheus (go-yaml), a scalar given for a string field is taken as its text: `regex: 1`.
+        if not isinstance(node, yaml.ScalarNode) or (self.is_null(node) and not empty_ok):
+            self.problem(node, path, f"must be a string, not {self.kind(node)}")
+            return None
+        if self.is_null(node):
+            return ""
+        if not node.value and not empty_ok:
+            self.problem(node, path, "must not be empty")
+            return None
+        return str(node.value)
+
+    def path(self, node: yaml.Node, path: str) -> Path | None:
+        text = self.string(node, path)
+        return self.base_dir / text if text is not None else None
+
+    def boolean(self, node: yaml.Node, path: str) -> bool | None:
+        return self.typed(node, path, bool, "true or false")
+
+    def count(self, node: yaml.Node, path: str) -> int | None:
+        value = self.typed(node, path, int, "a whole number")
+        if value is not None and value < 0:
+            self.problem(node, path, "must not be negative")
+            return None
+        return value
+
+    def duration(self, node: yaml.Node, path: str) -> float | None:
+        return self.parsed(node, path, parse_duration)
+
+    def size(self, node: yaml.Node, path: str) -> int | None:
+        return self.parsed(node, path, parse_size)
+
+    def parsed(self, node: yaml.Node, path: str, parser: Callable[[str], T]) -> T | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        try:
+            return parser(text)
+        except ValueError as exc:
+            self.problem(node, path, str(exc))
+            return None
+
+    def typed(self, node: yaml.Node, path: str, kind: type[T], wanted: str) -> T | None:
+        value = self._constructor.construct_object(node) if isinstance(node, yaml.ScalarNode) else None
+        # bool is an int in Python; a YAML `true` is no count.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.problem(node, path, f"must be {wanted}, not {self.kind(node)}")
+            return None
+        return value
+
+    @staticmethod
+    def is_null(node: yaml.Node) -> bool:
+        return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+    @staticmethod
+    def kind(node: yaml.Node) -> str:
+        if isinstance(node, yaml.MappingNode):
+            return "a mapping"
+        if isinstance(node, yaml.SequenceNode):
+            return "a list"
+        if node.tag == "tag:yaml.org,2002:null":
+            return "empty"
+        return f"{node.tag.rsplit(':', 1)[-1]} {node.value!r}"

@@ -1,0 +1,158 @@
+"""The running relay's state: configuration and its (re)loading, upstream clients, readiness, last results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from relay import config as config_module
+from relay.config import Config, UpstreamConfig
+from relay.errors import ClientTLSMaterialError, ConfigError, Problem, ScrapeError
+from relay.selfmetrics import SelfMetrics
+from relay.tls import CredentialSource
+from relay.tls import check as check_credentials
+from relay.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+def load_config(path: Path) -> Config:
+    """Read and parse the configuration file; ConfigError if it is unreadable or invalid."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read the configuration file: {exc}")]) from None
+    return config_module.parse(text, source=str(path), base_dir=path.parent)
+
+
+def credential_problems(config: Config) -> list[Problem]:
+    """Every upstream's credential files loaded once: the problems found, located like config errors."""
+    problems = []
+    for upstream in config.upstreams:
+        try:
+            check_credentials(upstream)
+        except ClientTLSMaterialError as exc:
+            problems.append(Problem(f"{upstream.location}.{exc.field}", exc.problem))
+    return problems
+
+
+def load_checked(path: Path) -> Config:
+    """Load the configuration and its credential files; ConfigError with every problem otherwise."""
+    loaded = load_config(path)
+    problems = credential_problems(loaded)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return loaded
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeOutcome:
+    """How the latest scrape of an upstream ended, for the landing page."""
+
+    at: float
+    duration: float
+    ok: bool
+    relayed_bytes: int
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass
+class Runtime:
+    """What the server reads on every request; replaced piecewise on reload."""
+
+    config_path: Path | None
+    config: Config
+    metrics: SelfMetrics = field(default_factory=SelfMetrics)
+    clients: dict[str, UpstreamClient] = field(default_factory=dict)
+    outcomes: dict[str, ScrapeOutcome] = field(default_factory=dict)
+    shutting_down: bool = False
+    _session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP client session and the upstream clients; report credential problems in the log."""
+        # One session: its connection pool is keyed by host and TLS context, so upstreams never share a
+        # connection, and a rotated certificate gets new connections.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        self._apply(self.config)
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_timestamp.set(time.time())
+        for problem in credential_problems(self.config):
+            log.error("upstream credentials unusable; its scrapes fail until they are fixed",
+                      extra={"location": problem.path, "error": problem.message})
+
+    async def close(self) -> None:
+        """Close the client session and its pooled connections."""
+        if self._session is not None:
+            await self._session.close()
+
+    def reload(self) -> None:
+        """Load the configuration file again; on any problem keep the running one and raise ConfigError."""
+        if self.config_path is None:
+            raise ConfigError("<demo>", [Problem("", "the demo's configuration is built in; nothing to reload")])
+        try:
+            new_config = load_checked(self.config_path)
+        except ConfigError:
+            self.metrics.reload_success.set(0)
+            raise
+        self._apply(new_config)
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_timestamp.set(time.time())
+        log.info("configuration reloaded", extra={"upstreams": len(new_config.upstreams)})
+
+    def _apply(self, new_config: Config) -> None:
+        """Swap in a configuration; an upstream whose settings did not change keeps its client."""
+        assert self._session is not None, "start() first"
+        clients = {}
+        for upstream in new_config.upstreams:
+            old = self.clients.get(upstream.name)
+            clients[upstream.name] = old if old is not None and old.config == upstream else \
+                UpstreamClient(upstream, self._session, CredentialSource(upstream))
+        self.config = new_config
+        self.clients = clients
+        self.outcomes = {name: outcome for name, outcome in self.outcomes.items() if name in clients}
+        self.metrics.track_upstreams(clients)
+        for client in clients.values():
+            self._note_certificate(client)
+
+    def client(self, name: str | None) -> UpstreamClient | None:
+        """The client for upstream `name`; the first configured upstream when `name` is None."""
+        if name is None:
+            return self.clients.get(self.config.upstreams[0].name)
+        return self.clients.get(name)
+
+    def ready(self) -> bool:
+        """Configuration loaded, every upstream's credentials loaded, and not shutting down."""
+        if self.shutting_down:
+            return False
+        for client in self.clients.values():
+            try:
+                client.credentials.current()
+            except ScrapeError:
+                return False
+        return True
+
+    def record(self, upstream: UpstreamConfig, outcome: ScrapeOutcome, error: ScrapeError | None) -> None:
+        """Count a finished scrape in the metrics and keep it for the landing page."""
+        name = upstream.name
+        self.outcomes[name] = outcome
+        metrics = self.metrics
+        metrics.scrapes.labels(name).inc()
+        metrics.scrape_duration.labels(name).observe(outcome.duration)
+        metrics.relayed_bytes.labels(name).inc(outcome.relayed_bytes)
+        metrics.upstream_up.labels(name).set(1 if outcome.ok else 0)
+        if error is not None:
+            metrics.scrape_failures.labels(name, error.reason).inc()
+        client = self.clients.get(name)
+        if client is not None:
+            self._note_certificate(client)
+
+    def _note_certificate(self, client: UpstreamClient) -> None:
+        credentials = client.credentials.last_good
+        if credentials is not None and credentials.certificate is not None:
+            self.metrics.client_cert_expiry.labels(client.config.name).set(
+                credentials.certificate.not_after.timestamp())

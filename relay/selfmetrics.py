@@ -1,0 +1,84 @@
+"""The relay's own metrics: a private registry (never the global one), served on /relay/metrics only."""
+
+from __future__ import annotations
+
+import platform
+from contextlib import suppress
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import disable_created_metrics as _disable_created_metrics
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from relay import __version__
+from relay.errors import SCRAPE_ERRORS
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SCRAPE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# `_created` series would double every counter for no use to a scraper of this endpoint.
+_disable_created_metrics()
+
+
+class SelfMetrics:
+    """The collectors the rest of the relay updates, and the exposition of them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        build_info = Gauge("metrics_relay_build_info", "The relay's version and Python; always 1.",
+                           ["version", "python_version"], registry=registry)
+        build_info.labels(__version__, platform.python_version()).set(1)
+        self.scrapes = Counter("metrics_relay_scrapes", "Scrapes of an upstream served by the relay.",
+                               ["upstream"], registry=registry)
+        self.scrape_failures = Counter("metrics_relay_scrape_failures",
+                                       "Scrapes of an upstream that failed, by reason.",
+                                       ["upstream", "reason"], registry=registry)
+        self.scrape_duration = Histogram("metrics_relay_scrape_duration_seconds",
+                                         "Time from a scraper's request to the relayed body's end.",
+                                         ["upstream"], buckets=SCRAPE_DURATION_BUCKETS, registry=registry)
+        self.relayed_bytes = Counter("metrics_relay_relayed_bytes",
+                                     "Bytes of relayed exposition written to scrapers.",
+                                     ["upstream"], registry=registry)
+        self.upstream_up = Gauge("metrics_relay_upstream_up",
+                                 "1 if the latest scrape of the upstream succeeded, else 0; "
+                                 "absent before the first scrape.", ["upstream"], registry=registry)
+        self.client_cert_expiry = Gauge("metrics_relay_client_certificate_expiry_timestamp_seconds",
+                                        "When the client certificate in use for the upstream expires.",
+                                        ["upstream"], registry=registry)
+        self.reload_success = Gauge("metrics_relay_config_last_reload_successful",
+                                    "1 if the latest configuration (re)load succeeded, else 0.",
+                                    registry=registry)
+        self.reload_timestamp = Gauge("metrics_relay_config_last_reload_success_timestamp_seconds",
+                                      "When the configuration was last loaded successfully.",
+                                      registry=registry)
+        ProcessCollector(namespace="metrics_relay", registry=registry)
+        self._upstreams: set[str] = set()
+
+    def track_upstreams(self, names: Iterable[str]) -> None:
+        """Create every series of the configured upstreams up front and forget those of removed ones."""
+        wanted = set(names)
+        for name in self._upstreams - wanted:
+            self.scrapes.remove(name)
+            self.scrape_duration.remove(name)
+            self.relayed_bytes.remove(name)
+            for error in SCRAPE_ERRORS:
+                self.scrape_failures.remove(name, error.reason)
+            for gauge in (self.upstream_up, self.client_cert_expiry):
+                with suppress(KeyError):  # set only once a scrape or a certificate has been seen
+                    gauge.remove(name)
+        for name in wanted - self._upstreams:
+            self.scrapes.labels(name)
+            self.scrape_duration.labels(name)
+            self.relayed_bytes.labels(name)
+            for error in SCRAPE_ERRORS:
+                self.scrape_failures.labels(name, error.reason)
+        self._upstreams = wanted
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The registry's exposition and its Content-Type, OpenMetrics when the scraper asks for it."""
+        if "application/openmetrics-text" in accept:
+            return generate_openmetrics(self.registry), OPENMETRICS_CONTENT_TYPE
+        return generate_latest(self.registry), TEXT_CONTENT_TYPE

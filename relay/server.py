@@ -1,0 +1,146 @@
+"""The HTTP endpoints: relayed bodies with their failure signalling, self-metrics, health, reload, landing page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from relay import landing
+from relay.errors import ConfigError, DeadlineExceededError, ScrapeError
+from relay.runtime import Runtime, ScrapeOutcome
+from relay.selfmetrics import TEXT_CONTENT_TYPE
+from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
+SCRAPE_TIMEOUT_OFFSET_SECONDS = 0.5
+
+
+def create_app(runtime: Runtime) -> web.Application:
+    """The relay's aiohttp application serving `runtime`."""
+    app = web.Application()
+    app[RUNTIME_KEY] = runtime
+    app.router.add_get("/", landing_page)
+    app.router.add_get("/metrics", relay_metrics)
+    app.router.add_get("/metrics/{name}", relay_metrics)
+    app.router.add_get("/relay/metrics", self_metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    return app
+
+
+def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
+    """min(configured timeout, the scraper's own timeout less an offset for the way back), in seconds."""
+    if scrape_timeout_header is None:
+        return configured
+    try:
+        scraper_timeout = float(scrape_timeout_header)
+    except ValueError:
+        return configured
+    if not scraper_timeout > 0:  # also false for NaN
+        return configured
+    if scraper_timeout > SCRAPE_TIMEOUT_OFFSET_SECONDS:
+        scraper_timeout -= SCRAPE_TIMEOUT_OFFSET_SECONDS
+    return min(configured, scraper_timeout)
+
+
+async def relay_metrics(request: web.Request) -> web.StreamResponse:
+    """Relay one upstream's body; 502/504 before the first byte, an aborted connection after it."""
+    runtime = request.app[RUNTIME_KEY]
+    name = request.match_info.get("name")
+    client = runtime.client(name)
+    if client is None:
+        return _text(404, f"unknown upstream {name!r}")
+    started = time.monotonic()
+    timeout = effective_timeout(client.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+    response = web.StreamResponse(headers={"Content-Type": TEXT_CONTENT_TYPE})
+    try:
+        async with asyncio.timeout(timeout):
+            await _stream(client, timeout, request, response)
+    except TimeoutError:
+        error: ScrapeError = DeadlineExceededError(f"scrape deadline of {timeout:g}s exceeded")
+    except ScrapeError as exc:
+        error = exc
+    else:
+        await response.write_eof()
+        _record(runtime, client, started, response, None)
+        return response
+    _record(runtime, client, started, response, error)
+    log.warning("scrape failed", extra={"upstream": client.config.name, "reason": error.reason,
+                                        "after_bytes": response.body_length if response.prepared else 0,
+                                        "error": error.detail})
+    if not response.prepared:
+        return _text(error.status, error.message)
+    # Bytes went out already: only a broken connection tells the scraper the body is not whole.
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
+
+async def _stream(client: UpstreamClient, timeout: float, request: web.Request,
+                  response: web.StreamResponse) -> None:
+    async with client.fetch(timeout) as body:
+        chunks = body.chunks()
+        # Hold the head until the first chunk: a failure before it can still be a clean 502.
+        first = await anext(chunks, b"")
+        await response.prepare(request)
+        if first:
+            await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+
+
+def _record(runtime: Runtime, client: UpstreamClient, started: float, response: web.StreamResponse,
+            error: ScrapeError | None) -> None:
+    outcome = ScrapeOutcome(
+        at=time.time(),
+        duration=time.monotonic() - started,
+        ok=error is None,
+        relayed_bytes=response.body_length if response.prepared else 0,
+        reason=error.reason if error else "",
+        message=error.message if error else "",
+    )
+    runtime.record(client.config, outcome, error)
+
+
+async def self_metrics(request: web.Request) -> web.Response:
+    """The relay's own metrics, never mixed with relayed ones."""
+    body, content_type = request.app[RUNTIME_KEY].metrics.exposition(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def healthy(_request: web.Request) -> web.Response:
+    """200 while the process serves."""
+    return _text(200, "OK")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 once configuration and credentials are loaded; 503 before that and while shutting down."""
+    if request.app[RUNTIME_KEY].ready():
+        return _text(200, "OK")
+    return _text(503, "not ready")
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Reload the configuration; the old one stays in force when the new one has any problem."""
+    try:
+        request.app[RUNTIME_KEY].reload()
+    except ConfigError as exc:
+        log.error("configuration reload failed; keeping the running configuration",
+                  extra={"error": str(exc)})
+        return _text(500, f"reload failed, running configuration kept:\n{exc}")
+    return _text(200, "configuration reloaded")
+
+
+async def landing_page(request: web.Request) -> web.Response:
+    """HTML overview of the upstreams and their latest scrape."""
+    return web.Response(text=landing.render(request.app[RUNTIME_KEY]), content_type="text/html")
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n", content_type="text/plain")

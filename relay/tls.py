@@ -1,0 +1,211 @@
+"""Client credentials for an upstream: TLS context and bearer token from files, checked, re-read when they change.
+
+Kubernetes rotates Secret volumes by swapping a symlink, so the files are read again on every scrape and
+hashed; only a change of content builds a new SSLContext. A new set that is unusable never replaces a good
+one: the last good credentials stay in use and the problem is logged and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+
+from relay.config import TLSConfig, UpstreamConfig
+from relay.errors import ClientTLSMaterialError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """What the relay knows of its own client certificate, for hints, metrics and the landing page."""
+
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    sha256: str
+
+    def problem_at(self, now: datetime) -> str:
+        """Why an upstream would refuse this certificate at `now`, or ''."""
+        if now > self.not_after:
+            return f"the client certificate expired at {self.not_after:%Y-%m-%dT%H:%M:%SZ}"
+        if now < self.not_before:
+            return f"the client certificate is not valid before {self.not_before:%Y-%m-%dT%H:%M:%SZ}"
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Everything a request to one upstream needs from files: TLS context, certificate facts, token."""
+
+    ssl_context: ssl.SSLContext | None
+    certificate: CertificateFacts | None
+    authorization: str | None
+    fingerprint: str
+
+    def client_cert_hint(self) -> str:
+        """A clause on the client certificate for error messages: its expiry, or that one was sent."""
+        if self.certificate is None:
+            return ""
+        return self.certificate.problem_at(datetime.now(UTC))
+
+
+class CredentialSource:
+    """Reads one upstream's credential files on demand and rebuilds them only when their content changed."""
+
+    def __init__(self, upstream: UpstreamConfig) -> None:
+        self._upstream = upstream
+        self._good: Credentials | None = None
+        self._last_failed_fingerprint = ""
+
+    @property
+    def last_good(self) -> Credentials | None:
+        """The credentials in use, if any set has loaded yet."""
+        return self._good
+
+    def current(self) -> Credentials:
+        """The credentials to use now: the files' current content, or the last good set if that is broken.
+
+        Raises ClientTLSMaterialError only when no good set has ever loaded.
+        """
+        try:
+            contents = _read_files(self._upstream)
+        except ClientTLSMaterialError as exc:
+            return self._keep_last_good(exc, fingerprint=f"unreadable:{exc.message}")
+        fingerprint = _fingerprint(contents)
+        if self._good is not None and self._good.fingerprint == fingerprint:
+            return self._good
+        try:
+            credentials = _build(self._upstream, contents, fingerprint)
+        except ClientTLSMaterialError as exc:
+            return self._keep_last_good(exc, fingerprint)
+        if self._good is not None:
+            log.info("credentials changed on disk; using the new set",
+                     extra={"upstream": self._upstream.name, "fingerprint": fingerprint[:16]})
+        self._good = credentials
+        return credentials
+
+    def _keep_last_good(self, exc: ClientTLSMaterialError, fingerprint: str) -> Credentials:
+        if self._good is None:
+            raise exc
+        if fingerprint != self._last_failed_fingerprint:
+            self._last_failed_fingerprint = fingerprint
+            log.error("new credentials are unusable; keeping the last good set",
+                      extra={"upstream": self._upstream.name, "error": exc.detail})
+        return self._good
+
+
+def check(upstream: UpstreamConfig) -> None:
+    """Load the upstream's credentials once; raise ClientTLSMaterialError naming the first problem."""
+    contents = _read_files(upstream)
+    _build(upstream, contents, _fingerprint(contents))
+
+
+# --- reading and building ---------------------------------------------------------------------------
+
+_FILE_FIELDS = ("tls_config.ca_file", "tls_config.cert_file", "tls_config.key_file", "bearer_token_file")
+
+
+def _paths(upstream: UpstreamConfig) -> dict[str, Path | None]:
+    tls = upstream.tls_config
+    return dict(zip(_FILE_FIELDS, (tls.ca_file, tls.cert_file, tls.key_file, upstream.bearer_token_file),
+                    strict=True))
+
+
+def _read_files(upstream: UpstreamConfig) -> dict[str, bytes]:
+    contents = {}
+    for field, path in _paths(upstream).items():
+        if path is None:
+            continue
+        try:
+            contents[field] = path.read_bytes()
+        except OSError as exc:
+            raise ClientTLSMaterialError(field, f"cannot read {path}: {exc.strerror or exc}") from None
+    return contents
+
+
+def _fingerprint(contents: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for field in _FILE_FIELDS:
+        digest.update(field.encode() + b"\0" + contents.get(field, b"\0absent") + b"\0")
+    return digest.hexdigest()
+
+
+def _build(upstream: UpstreamConfig, contents: dict[str, bytes], fingerprint: str) -> Credentials:
+    tls = upstream.tls_config
+    context: ssl.SSLContext | None = None
+    certificate: CertificateFacts | None = None
+    if upstream.url.startswith("https:"):
+        context = _context(tls, contents.get("tls_config.ca_file"))
+        if tls.cert_file is not None and tls.key_file is not None:
+            certificate = _load_client_pair(context, tls.cert_file, tls.key_file,
+                                            contents["tls_config.cert_file"], contents["tls_config.key_file"])
+    token = contents.get("bearer_token_file")
+    authorization = None
+    if token is not None:
+        text = token.decode("utf-8", errors="replace").strip()
+        if not text:
+            raise ClientTLSMaterialError("bearer_token_file", "the file is empty")
+        authorization = f"Bearer {text}"
+    return Credentials(context, certificate, authorization, fingerprint)
+
+
+def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_pem is not None:
+        try:
+            context.load_verify_locations(cadata=ca_pem.decode("ascii", errors="replace"))
+        except (ssl.SSLError, ValueError) as exc:
+            raise ClientTLSMaterialError("tls_config.ca_file", f"no PEM CA certificate could be loaded ({exc})") from None
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.min_version is not None:
+        context.minimum_version = tls.min_version
+    return context
+
+
+def _load_client_pair(context: ssl.SSLContext, cert_path: Path, key_path: Path,
+                      cert_pem: bytes, key_pem: bytes) -> CertificateFacts:
+    """Check the certificate and key ourselves (clear messages), then hand them to the context."""
+    try:
+        certificate = x509.load_pem_x509_certificates(cert_pem)[0]
+    except ValueError:
+        raise ClientTLSMaterialError("tls_config.cert_file", "not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ClientTLSMaterialError("tls_config.key_file",
+                              "the key is encrypted; the relay never prompts for a passphrase: "
+                              "store the key unencrypted in the Secret") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ClientTLSMaterialError("tls_config.key_file", "not a PEM private key") from None
+    public_bytes = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public_bytes) != \
+            certificate.public_key().public_bytes(encoding, public_bytes):
+        raise ClientTLSMaterialError("tls_config.key_file", "the key does not match tls_config.cert_file")
+    try:
+        # The files were just read and checked; the password callback only guards against a prompt
+        # should they have been swapped for an encrypted key in between.
+        context.load_cert_chain(cert_path, key_path, password=_refuse_password)
+    except (ssl.SSLError, OSError) as exc:
+        raise ClientTLSMaterialError("tls_config.cert_file", f"cannot be loaded with its key ({exc})") from None
+    return CertificateFacts(
+        subject=certificate.subject.rfc4514_string(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+    )
+
+
+def _refuse_password() -> str:
+    raise ssl.SSLError("the key is encrypted")

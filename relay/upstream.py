@@ -1,0 +1,129 @@
+"""The fetch of one upstream over (m)TLS: request, status and Content-Type checks, streamed body, size limit.
+
+The caller owns the deadline (one `asyncio.timeout` around fetch and relay together), so that a trickling
+upstream cannot outlive it; every failure reaching the caller is a ScrapeError naming its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+from relay import __version__
+from relay.config import UpstreamConfig
+from relay.errors import (
+    LimitExceededError,
+    ScrapeError,
+    UpstreamContentTypeError,
+    UpstreamStatusError,
+    translate_client_error,
+)
+from relay.tls import CredentialSource, Credentials
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "text/plain;version=0.0.4"
+USER_AGENT = f"metrics-relay/{__version__}"
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+_BODY_SNIPPET_BYTES = 200
+
+
+@dataclass(slots=True)
+class UpstreamBody:
+    """The body of a good upstream answer, as decompressed chunks, with the size limit applied."""
+
+    response: aiohttp.ClientResponse
+    body_size_limit: int
+    client_cert_hint: str
+    received: int = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Chunks as they arrive; errors (broken body, limit) are raised as ScrapeError."""
+        try:
+            async for chunk in self.response.content.iter_any():
+                self.received += len(chunk)
+                if self.body_size_limit and self.received > self.body_size_limit:
+                    raise LimitExceededError(f"upstream body exceeds body_size_limit "
+                                             f"({self.body_size_limit} bytes)")
+                yield chunk
+        except ScrapeError:
+            raise
+        except Exception as exc:
+            raise translate_client_error(exc, client_cert_hint=self.client_cert_hint) from exc
+
+
+class UpstreamClient:
+    """Fetches one configured upstream; holds its credential source across scrapes."""
+
+    def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession,
+                 credentials: CredentialSource | None = None) -> None:
+        self.config = config
+        self.credentials = credentials or CredentialSource(config)
+        self._session = session
+
+    @asynccontextmanager
+    async def fetch(self, timeout: float) -> AsyncIterator[UpstreamBody]:
+        """Send the request and check the answer's head; yield its body. Raises ScrapeError."""
+        credentials = self.credentials.current()
+        hint = credentials.client_cert_hint()
+        try:
+            response = await self._session.get(
+                self.config.url,
+                params=self.config.params or None,
+                headers=self._headers(credentials, timeout),
+                ssl=credentials.ssl_context if credentials.ssl_context is not None else True,
+                server_hostname=self.config.tls_config.server_name,
+                allow_redirects=False,
+            )
+        except Exception as exc:
+            raise translate_client_error(exc, client_cert_hint=hint) from exc
+        async with response:
+            await self._check_head(response, hint)
+            yield UpstreamBody(response, self.config.body_size_limit, hint)
+
+    def _headers(self, credentials: Credentials, timeout: float) -> CIMultiDict[str]:
+        headers = CIMultiDict({
+            "Accept": ACCEPT,
+            "User-Agent": USER_AGENT,
+            SCRAPE_TIMEOUT_HEADER: f"{timeout:g}",
+        })
+        if credentials.authorization is not None:
+            headers["Authorization"] = credentials.authorization
+        return headers
+
+    async def _check_head(self, response: aiohttp.ClientResponse, hint: str) -> None:
+        if response.status != 200:
+            snippet = await _snippet(response)
+            message = f"upstream answered HTTP {response.status} {response.reason or ''}".rstrip()
+            if response.status in (400, 401, 403):
+                message += "; it did not accept the client certificate or token"
+                if hint:
+                    message += f": {hint}"
+            raise UpstreamStatusError(message, f"{message}; body starts {snippet!r}")
+        content_type = response.headers.get("Content-Type", "")
+        if not _is_text_exposition(response):
+            raise UpstreamContentTypeError(
+                f"upstream Content-Type is {content_type or 'missing'!r}, expected {ACCEPT!r}")
+
+
+def _is_text_exposition(response: aiohttp.ClientResponse) -> bool:
+    """Whether the answer is the Prometheus text format 0.0.4 (the version parameter may be absent)."""
+    if response.content_type != "text/plain" or "Content-Type" not in response.headers:
+        return False
+    params = dict(
+        part.strip().split("=", 1) for part in response.headers["Content-Type"].split(";")[1:] if "=" in part
+    )
+    return params.get("version", "0.0.4").strip('"') == "0.0.4"
+
+
+async def _snippet(response: aiohttp.ClientResponse) -> bytes:
+    """The start of an error body, for the log only (a scraper never sees the upstream's body)."""
+    try:
+        return await response.content.read(_BODY_SNIPPET_BYTES)
+    except (aiohttp.ClientError, OSError):
+        return b""
