@@ -1,4 +1,4 @@
-"""metrics-relay: scrape a client-certificate-protected /metrics over mTLS, relabel it, re-serve it on HTTP."""
+"""metrics-relay: scrape a client-certificate-protected /metrics over mTLS, relabel it, serve it on HTTP."""
 
 from __future__ import annotations
 

@@ -240,14 +240,22 @@ class _Reader:
                     values[key] = self.count(value_node, f"{where}.{key}")
                 else:
                     values[key] = self.string(value_node, f"{where}.{key}", empty_ok=True)
-            rules.append(RelabelRuleSpec(location=where,
-                                         **{key: value for key, value in values.items() if value is not None}))
+            rules.append(
+                RelabelRuleSpec(
+                    location=where, **{key: value for key, value in values.items() if value is not None}
+                )
+            )
         return tuple(rules)
 
     # --- scalar and collection readers --------------------------------------------------------------
 
-    def mapping(self, node: yaml.Node, path: str, known: set[str] | None,
-                required: frozenset[str] | set[str] = frozenset()) -> dict[str, yaml.Node]:
+    def mapping(
+        self,
+        node: yaml.Node,
+        path: str,
+        known: set[str] | None,
+        required: frozenset[str] | set[str] = frozenset(),
+    ) -> dict[str, yaml.Node]:
         """The keys of a mapping node; unknown, duplicate and missing required keys are problems."""
         if not isinstance(node, yaml.MappingNode):
             if not self.is_null(node):

@@ -135,11 +135,13 @@ SCRAPE_ERRORS: tuple[type[ScrapeError], ...] = (
 _SERVER_NAME_HINT = "set tls_config.server_name to a name in the upstream certificate's SANs"
 
 
-def translate_client_error(exc: BaseException, *, client_cert_hint: str = "") -> ScrapeError:
+def translate_client_error(  # noqa: PLR0911 - one return per kind of failure reads as a table
+    exc: BaseException, *, refusal_hint: str = ""
+) -> ScrapeError:
     """Turn an exception raised while talking to the upstream into the ScrapeError that names its cause.
 
-    `client_cert_hint` is what the relay knows of its own certificate (say, that it expired); it is added
-    where the upstream's refusal of a certificate often arrives as a bare reset.
+    `refusal_hint` says why the upstream might refuse the relay's certificate (say, that it expired); it is
+    given for TLS upstreams only, and added where a refused certificate often shows as a bare reset.
     """
     if isinstance(exc, ScrapeError):
         return exc
@@ -148,7 +150,7 @@ def translate_client_error(exc: BaseException, *, client_cert_hint: str = "") ->
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _certificate_error(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientSSLError):
-        return _tls_error(exc, client_cert_hint)
+        return _tls_error(exc, refusal_hint)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return UpstreamConnectError("cannot resolve upstream host", str(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -156,9 +158,9 @@ def translate_client_error(exc: BaseException, *, client_cert_hint: str = "") ->
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamBodyError("upstream body broke off before its end", str(exc))
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return _disconnect_error(exc, client_cert_hint)
+        return _disconnect_error(exc, refusal_hint)
     if isinstance(exc, ssl.SSLError):
-        return _tls_error(exc, client_cert_hint)
+        return _tls_error(exc, refusal_hint)
     if isinstance(exc, aiohttp.ClientError | OSError):
         return UpstreamConnectError(f"upstream request failed: {type(exc).__name__}", str(exc))
     raise exc
@@ -170,14 +172,16 @@ def _certificate_error(error: BaseException) -> UpstreamTLSError:
     if isinstance(error, ssl.SSLCertVerificationError):
         text = error.verify_message or detail
         if "mismatch" in text.lower():
-            return UpstreamTLSError(f"upstream certificate does not match the host name: {text}; "
-                                    f"{_SERVER_NAME_HINT}", detail)
-        return UpstreamTLSError(f"upstream certificate not trusted: {text} (check tls_config.ca_file)",
-                                detail)
+            return UpstreamTLSError(
+                f"upstream certificate does not match the host name: {text}; {_SERVER_NAME_HINT}", detail
+            )
+        return UpstreamTLSError(
+            f"upstream certificate not trusted: {text} (check tls_config.ca_file)", detail
+        )
     return UpstreamTLSError("upstream certificate verification failed", detail)
 
 
-def _tls_error(exc: BaseException, client_cert_hint: str) -> UpstreamTLSError:
+def _tls_error(exc: BaseException, refusal_hint: str) -> UpstreamTLSError:
     """A TLS failure other than verifying the upstream: mostly the upstream refusing our certificate."""
     error = getattr(exc, "os_error", exc)
     reason = getattr(error, "reason", None) or type(error).__name__
@@ -187,27 +191,29 @@ def _tls_error(exc: BaseException, client_cert_hint: str) -> UpstreamTLSError:
         message = f"upstream refused the client certificate ({reason})"
     else:
         message = f"TLS handshake with upstream failed ({reason})"
-    return UpstreamTLSError(_with_hint(message, client_cert_hint), str(exc))
+    return UpstreamTLSError(_with_hint(message, refusal_hint), str(exc))
 
 
 def _connect_error(exc: aiohttp.ClientConnectorError) -> UpstreamConnectError:
     """The TCP connection could not be made."""
     if exc.os_error.errno == errno.ECONNREFUSED:
         return UpstreamConnectError("upstream refused the connection", str(exc))
-    return UpstreamConnectError(f"cannot connect to upstream ({exc.os_error.strerror or exc.os_error})",
-                                str(exc))
+    return UpstreamConnectError(
+        f"cannot connect to upstream ({exc.os_error.strerror or exc.os_error})", str(exc)
+    )
 
 
-def _disconnect_error(exc: BaseException, client_cert_hint: str) -> ScrapeError:
+def _disconnect_error(exc: BaseException, refusal_hint: str) -> ScrapeError:
     """The upstream closed or reset the connection before answering.
 
     With TLS 1.3 a server that rejects the client certificate does so after the client's handshake ends,
-    and the client often sees nothing but a reset: so a reset is reported with what we know of our certificate.
+    and the client often sees nothing but a reset: so a reset is reported with what we know of our
+    certificate.
     """
     message = "upstream closed the connection before answering"
-    if client_cert_hint:
-        message += "; it may have refused the client certificate"
-        return UpstreamTLSError(_with_hint(message, client_cert_hint), str(exc))
+    if refusal_hint:
+        message += ", as TLS servers do when they refuse the client certificate"
+        return UpstreamTLSError(_with_hint(message, refusal_hint), str(exc))
     return UpstreamConnectError(message, str(exc))
 
 

@@ -41,8 +41,10 @@ def _row(index: int, runtime: Runtime, name: str) -> str:
     links = f'<a href="{path}">/{escape(path)}</a>'
     if index == 0:
         links = f'<a href="metrics">/metrics</a>, {links}'
-    return (f"<tr><td>{escape(name)}</td><td><code>{escape(client.config.url)}</code></td>"
-            f"<td>{links}</td><td>{_outcome(runtime.outcomes.get(name))}</td></tr>")
+    return (
+        f"<tr><td>{escape(name)}</td><td><code>{escape(client.config.url)}</code></td>"
+        f"<td>{links}</td><td>{_outcome(runtime.outcomes.get(name))}</td></tr>"
+    )
 
 
 def _outcome(outcome: ScrapeOutcome | None) -> str:
@@ -52,5 +54,6 @@ def _outcome(outcome: ScrapeOutcome | None) -> str:
     took = format_duration(outcome.duration)
     if outcome.ok:
         return f'<span class="ok">ok</span>, {outcome.relayed_bytes} bytes in {took}, {ago} ago'
-    return (f'<span class="failed">failed ({escape(outcome.reason)})</span>: {escape(outcome.message)}, '
-            f"{ago} ago")
+    return (
+        f'<span class="failed">failed ({escape(outcome.reason)})</span>: {escape(outcome.message)}, {ago} ago'
+    )

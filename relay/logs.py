@@ -17,8 +17,9 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z"),
+        "ts": datetime.fromtimestamp(record.created, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
         "level": "warn" if record.levelno == logging.WARNING else record.levelname.lower(),
         "logger": record.name,
         "msg": record.getMessage(),

@@ -82,8 +82,10 @@ class Runtime:
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(time.time())
         for problem in credential_problems(self.config):
-            log.error("upstream credentials unusable; its scrapes fail until they are fixed",
-                      extra={"location": problem.path, "error": problem.message})
+            log.error(
+                "upstream credentials unusable; its scrapes fail until they are fixed",
+                extra={"location": problem.path, "error": problem.message},
+            )
 
     async def close(self) -> None:
         """Close the client session and its pooled connections."""
@@ -93,7 +95,9 @@ class Runtime:
     def reload(self) -> None:
         """Load the configuration file again; on any problem keep the running one and raise ConfigError."""
         if self.config_path is None:
-            raise ConfigError("<demo>", [Problem("", "the demo's configuration is built in; nothing to reload")])
+            raise ConfigError(
+                "<demo>", [Problem("", "the demo's configuration is built in; nothing to reload")]
+            )
         try:
             new_config = load_checked(self.config_path)
         except ConfigError:
@@ -106,12 +110,16 @@ class Runtime:
 
     def _apply(self, new_config: Config) -> None:
         """Swap in a configuration; an upstream whose settings did not change keeps its client."""
-        assert self._session is not None, "start() first"
+        if self._session is None:
+            raise RuntimeError("Runtime.start() must run before a configuration is applied")
         clients = {}
         for upstream in new_config.upstreams:
             old = self.clients.get(upstream.name)
-            clients[upstream.name] = old if old is not None and old.config == upstream else \
-                UpstreamClient(upstream, self._session, CredentialSource(upstream))
+            clients[upstream.name] = (
+                old
+                if old is not None and old.config == upstream
+                else UpstreamClient(upstream, self._session, CredentialSource(upstream))
+            )
         self.config = new_config
         self.clients = clients
         self.outcomes = {name: outcome for name, outcome in self.outcomes.items() if name in clients}
@@ -155,4 +163,5 @@ class Runtime:
         credentials = client.credentials.last_good
         if credentials is not None and credentials.certificate is not None:
             self.metrics.client_cert_expiry.labels(client.config.name).set(
-                credentials.certificate.not_after.timestamp())
+                credentials.certificate.not_after.timestamp()
+            )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import platform
-from contextlib import suppress
 from collections.abc import Iterable
+from contextlib import suppress
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client import disable_created_metrics as _disable_created_metrics
@@ -19,7 +19,7 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCRAPE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 # `_created` series would double every counter for no use to a scraper of this endpoint.
-_disable_created_metrics()
+_disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
 class SelfMetrics:
@@ -28,32 +28,60 @@ class SelfMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        build_info = Gauge("metrics_relay_build_info", "The relay's version and Python; always 1.",
-                           ["version", "python_version"], registry=registry)
+        build_info = Gauge(
+            "metrics_relay_build_info",
+            "The relay's version and Python; always 1.",
+            ["version", "python_version"],
+            registry=registry,
+        )
         build_info.labels(__version__, platform.python_version()).set(1)
-        self.scrapes = Counter("metrics_relay_scrapes", "Scrapes of an upstream served by the relay.",
-                               ["upstream"], registry=registry)
-        self.scrape_failures = Counter("metrics_relay_scrape_failures",
-                                       "Scrapes of an upstream that failed, by reason.",
-                                       ["upstream", "reason"], registry=registry)
-        self.scrape_duration = Histogram("metrics_relay_scrape_duration_seconds",
-                                         "Time from a scraper's request to the relayed body's end.",
-                                         ["upstream"], buckets=SCRAPE_DURATION_BUCKETS, registry=registry)
-        self.relayed_bytes = Counter("metrics_relay_relayed_bytes",
-                                     "Bytes of relayed exposition written to scrapers.",
-                                     ["upstream"], registry=registry)
-        self.upstream_up = Gauge("metrics_relay_upstream_up",
-                                 "1 if the latest scrape of the upstream succeeded, else 0; "
-                                 "absent before the first scrape.", ["upstream"], registry=registry)
-        self.client_cert_expiry = Gauge("metrics_relay_client_certificate_expiry_timestamp_seconds",
-                                        "When the client certificate in use for the upstream expires.",
-                                        ["upstream"], registry=registry)
-        self.reload_success = Gauge("metrics_relay_config_last_reload_successful",
-                                    "1 if the latest configuration (re)load succeeded, else 0.",
-                                    registry=registry)
-        self.reload_timestamp = Gauge("metrics_relay_config_last_reload_success_timestamp_seconds",
-                                      "When the configuration was last loaded successfully.",
-                                      registry=registry)
+        self.scrapes = Counter(
+            "metrics_relay_scrapes",
+            "Scrapes of an upstream served by the relay.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.scrape_failures = Counter(
+            "metrics_relay_scrape_failures",
+            "Scrapes of an upstream that failed, by reason.",
+            ["upstream", "reason"],
+            registry=registry,
+        )
+        self.scrape_duration = Histogram(
+            "metrics_relay_scrape_duration_seconds",
+            "Time from a scraper's request to the relayed body's end.",
+            ["upstream"],
+            buckets=SCRAPE_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.relayed_bytes = Counter(
+            "metrics_relay_relayed_bytes",
+            "Bytes of relayed exposition written to scrapers.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.upstream_up = Gauge(
+            "metrics_relay_upstream_up",
+            "1 if the latest scrape of the upstream succeeded, else 0; absent before the first scrape.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.client_cert_expiry = Gauge(
+            "metrics_relay_client_certificate_expiry_timestamp_seconds",
+            "When the client certificate in use for the upstream expires.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.reload_success = Gauge(
+            "metrics_relay_config_last_reload_successful",
+            "1 if the latest configuration (re)load succeeded, else 0.",
+            registry=registry,
+        )
+        self.reload_timestamp = Gauge(
+            "metrics_relay_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            registry=registry,
+        )
         ProcessCollector(namespace="metrics_relay", registry=registry)
         self._upstreams: set[str] = set()
 
@@ -80,5 +108,5 @@ class SelfMetrics:
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The registry's exposition and its Content-Type, OpenMetrics when the scraper asks for it."""
         if "application/openmetrics-text" in accept:
-            return generate_openmetrics(self.registry), OPENMETRICS_CONTENT_TYPE
+            return generate_openmetrics(self.registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
         return generate_latest(self.registry), TEXT_CONTENT_TYPE

@@ -1,4 +1,4 @@
-"""The HTTP endpoints: relayed bodies with their failure signalling, self-metrics, health, reload, landing page."""
+"""HTTP endpoints: relayed bodies and their failure signalling, self-metrics, health, reload, landing page."""
 
 from __future__ import annotations
 
@@ -71,9 +71,15 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
         _record(runtime, client, started, response, None)
         return response
     _record(runtime, client, started, response, error)
-    log.warning("scrape failed", extra={"upstream": client.config.name, "reason": error.reason,
-                                        "after_bytes": response.body_length if response.prepared else 0,
-                                        "error": error.detail})
+    log.warning(
+        "scrape failed",
+        extra={
+            "upstream": client.config.name,
+            "reason": error.reason,
+            "after_bytes": response.body_length if response.prepared else 0,
+            "error": error.detail,
+        },
+    )
     if not response.prepared:
         return _text(error.status, error.message)
     # Bytes went out already: only a broken connection tells the scraper the body is not whole.
@@ -82,9 +88,10 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _stream(client: UpstreamClient, timeout: float, request: web.Request,
-                  response: web.StreamResponse) -> None:
-    async with client.fetch(timeout) as body:
+async def _stream(
+    client: UpstreamClient, deadline_seconds: float, request: web.Request, response: web.StreamResponse
+) -> None:
+    async with client.fetch(deadline_seconds) as body:
         chunks = body.chunks()
         # Hold the head until the first chunk: a failure before it can still be a clean 502.
         first = await anext(chunks, b"")
@@ -95,8 +102,13 @@ async def _stream(client: UpstreamClient, timeout: float, request: web.Request,
             await response.write(chunk)
 
 
-def _record(runtime: Runtime, client: UpstreamClient, started: float, response: web.StreamResponse,
-            error: ScrapeError | None) -> None:
+def _record(
+    runtime: Runtime,
+    client: UpstreamClient,
+    started: float,
+    response: web.StreamResponse,
+    error: ScrapeError | None,
+) -> None:
     outcome = ScrapeOutcome(
         at=time.time(),
         duration=time.monotonic() - started,
@@ -131,8 +143,7 @@ async def reload(request: web.Request) -> web.Response:
     try:
         request.app[RUNTIME_KEY].reload()
     except ConfigError as exc:
-        log.error("configuration reload failed; keeping the running configuration",
-                  extra={"error": str(exc)})
+        log.error("configuration reload failed; keeping the running configuration", extra={"error": str(exc)})
         return _text(500, f"reload failed, running configuration kept:\n{exc}")
     return _text(200, "configuration reloaded")
 

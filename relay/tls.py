@@ -1,4 +1,4 @@
-"""Client credentials for an upstream: TLS context and bearer token from files, checked, re-read when they change.
+"""An upstream's client credentials (TLS context, bearer token) from files: checked, re-read on change.
 
 Kubernetes rotates Secret volumes by swapping a symlink, so the files are read again on every scrape and
 hashed; only a change of content builds a new SSLContext. A new set that is unusable never replaces a good
@@ -51,11 +51,18 @@ class Credentials:
     authorization: str | None
     fingerprint: str
 
-    def client_cert_hint(self) -> str:
-        """A clause on the client certificate for error messages: its expiry, or that one was sent."""
-        if self.certificate is None:
+    def refusal_hint(self) -> str:
+        """Why an upstream may refuse these credentials, for errors that arrive without a reason ('' if plain HTTP).
+
+        Over TLS a refused client certificate usually shows as nothing but a closed connection.
+        """
+        if self.ssl_context is None:
             return ""
-        return self.certificate.problem_at(datetime.now(UTC))
+        if self.certificate is None:
+            return "no client certificate is configured (tls_config.cert_file and key_file)"
+        return self.certificate.problem_at(datetime.now(UTC)) or (
+            f"check that the upstream trusts the CA that signed the client certificate ({self.certificate.subject})"
+        )
 
 
 class CredentialSource:
@@ -88,8 +95,10 @@ class CredentialSource:
         except ClientTLSMaterialError as exc:
             return self._keep_last_good(exc, fingerprint)
         if self._good is not None:
-            log.info("credentials changed on disk; using the new set",
-                     extra={"upstream": self._upstream.name, "fingerprint": fingerprint[:16]})
+            log.info(
+                "credentials changed on disk; using the new set",
+                extra={"upstream": self._upstream.name, "fingerprint": fingerprint[:16]},
+            )
         self._good = credentials
         return credentials
 
@@ -98,8 +107,10 @@ class CredentialSource:
             raise exc
         if fingerprint != self._last_failed_fingerprint:
             self._last_failed_fingerprint = fingerprint
-            log.error("new credentials are unusable; keeping the last good set",
-                      extra={"upstream": self._upstream.name, "error": exc.detail})
+            log.error(
+                "new credentials are unusable; keeping the last good set",
+                extra={"upstream": self._upstream.name, "error": exc.detail},
+            )
         return self._good
 
 
@@ -116,8 +127,9 @@ _FILE_FIELDS = ("tls_config.ca_file", "tls_config.cert_file", "tls_config.key_fi
 
 def _paths(upstream: UpstreamConfig) -> dict[str, Path | None]:
     tls = upstream.tls_config
-    return dict(zip(_FILE_FIELDS, (tls.ca_file, tls.cert_file, tls.key_file, upstream.bearer_token_file),
-                    strict=True))
+    return dict(
+        zip(_FILE_FIELDS, (tls.ca_file, tls.cert_file, tls.key_file, upstream.bearer_token_file), strict=True)
+    )
 
 
 def _read_files(upstream: UpstreamConfig) -> dict[str, bytes]:
@@ -146,8 +158,13 @@ def _build(upstream: UpstreamConfig, contents: dict[str, bytes], fingerprint: st
     if upstream.url.startswith("https:"):
         context = _context(tls, contents.get("tls_config.ca_file"))
         if tls.cert_file is not None and tls.key_file is not None:
-            certificate = _load_client_pair(context, tls.cert_file, tls.key_file,
-                                            contents["tls_config.cert_file"], contents["tls_config.key_file"])
+            certificate = _load_client_pair(
+                context,
+                tls.cert_file,
+                tls.key_file,
+                contents["tls_config.cert_file"],
+                contents["tls_config.key_file"],
+            )
     token = contents.get("bearer_token_file")
     authorization = None
     if token is not None:
@@ -164,7 +181,9 @@ def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cadata=ca_pem.decode("ascii", errors="replace"))
         except (ssl.SSLError, ValueError) as exc:
-            raise ClientTLSMaterialError("tls_config.ca_file", f"no PEM CA certificate could be loaded ({exc})") from None
+            raise ClientTLSMaterialError(
+                "tls_config.ca_file", f"no PEM CA certificate could be loaded ({exc})"
+            ) from None
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -173,8 +192,9 @@ def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
     return context
 
 
-def _load_client_pair(context: ssl.SSLContext, cert_path: Path, key_path: Path,
-                      cert_pem: bytes, key_pem: bytes) -> CertificateFacts:
+def _load_client_pair(
+    context: ssl.SSLContext, cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: bytes
+) -> CertificateFacts:
     """Check the certificate and key ourselves (clear messages), then hand them to the context."""
     try:
         certificate = x509.load_pem_x509_certificates(cert_pem)[0]
@@ -183,22 +203,27 @@ def _load_client_pair(context: ssl.SSLContext, cert_path: Path, key_path: Path,
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
-        raise ClientTLSMaterialError("tls_config.key_file",
-                              "the key is encrypted; the relay never prompts for a passphrase: "
-                              "store the key unencrypted in the Secret") from None
+        raise ClientTLSMaterialError(
+            "tls_config.key_file",
+            "the key is encrypted; the relay never prompts for a passphrase: "
+            "store the key unencrypted in the Secret",
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
         raise ClientTLSMaterialError("tls_config.key_file", "not a PEM private key") from None
     public_bytes = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
-    if key.public_key().public_bytes(encoding, public_bytes) != \
-            certificate.public_key().public_bytes(encoding, public_bytes):
+    if key.public_key().public_bytes(encoding, public_bytes) != certificate.public_key().public_bytes(
+        encoding, public_bytes
+    ):
         raise ClientTLSMaterialError("tls_config.key_file", "the key does not match tls_config.cert_file")
     try:
         # The files were just read and checked; the password callback only guards against a prompt
         # should they have been swapped for an encrypted key in between.
         context.load_cert_chain(cert_path, key_path, password=_refuse_password)
     except (ssl.SSLError, OSError) as exc:
-        raise ClientTLSMaterialError("tls_config.cert_file", f"cannot be loaded with its key ({exc})") from None
+        raise ClientTLSMaterialError(
+            "tls_config.cert_file", f"cannot be loaded with its key ({exc})"
+        ) from None
     return CertificateFacts(
         subject=certificate.subject.rfc4514_string(),
         not_before=certificate.not_valid_before_utc,

@@ -19,12 +19,18 @@ _DURATION_RE = re.compile("".join(rf"(?:(?P<{unit}>[0-9]+){unit})?" for unit, _ 
 # Prometheus' body_size_limit uses base-2 units with the SI spelling (`KB` = 1024 bytes), as
 # alecthomas/units.Base2Bytes does; the explicit IEC spelling is accepted too.
 _SIZE_FACTORS: dict[str, int] = {
-    "": 1, "B": 1,
-    "KB": 1 << 10, "KIB": 1 << 10,
-    "MB": 1 << 20, "MIB": 1 << 20,
-    "GB": 1 << 30, "GIB": 1 << 30,
-    "TB": 1 << 40, "TIB": 1 << 40,
-    "PB": 1 << 50, "PIB": 1 << 50,
+    "": 1,
+    "B": 1,
+    "KB": 1 << 10,
+    "KIB": 1 << 10,
+    "MB": 1 << 20,
+    "MIB": 1 << 20,
+    "GB": 1 << 30,
+    "GIB": 1 << 30,
+    "TB": 1 << 40,
+    "TIB": 1 << 40,
+    "PB": 1 << 50,
+    "PIB": 1 << 50,
 }
 _SIZE_RE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>[A-Za-z]*)")
 

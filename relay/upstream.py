@@ -23,7 +23,7 @@ from relay.errors import (
     UpstreamStatusError,
     translate_client_error,
 )
-from relay.tls import CredentialSource, Credentials
+from relay.tls import Credentials, CredentialSource
 
 log = logging.getLogger(__name__)
 
@@ -39,59 +39,68 @@ class UpstreamBody:
 
     response: aiohttp.ClientResponse
     body_size_limit: int
-    client_cert_hint: str
+    refusal_hint: str
     received: int = 0
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Chunks as they arrive; errors (broken body, limit) are raised as ScrapeError."""
         try:
             async for chunk in self.response.content.iter_any():
-                self.received += len(chunk)
-                if self.body_size_limit and self.received > self.body_size_limit:
-                    raise LimitExceededError(f"upstream body exceeds body_size_limit "
-                                             f"({self.body_size_limit} bytes)")
+                self._count(len(chunk))
                 yield chunk
         except ScrapeError:
             raise
         except Exception as exc:
-            raise translate_client_error(exc, client_cert_hint=self.client_cert_hint) from exc
+            raise translate_client_error(exc, refusal_hint=self.refusal_hint) from exc
+
+    def _count(self, size: int) -> None:
+        self.received += size
+        if self.body_size_limit and self.received > self.body_size_limit:
+            raise LimitExceededError(f"upstream body exceeds body_size_limit ({self.body_size_limit} bytes)")
 
 
 class UpstreamClient:
     """Fetches one configured upstream; holds its credential source across scrapes."""
 
-    def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession,
-                 credentials: CredentialSource | None = None) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        session: aiohttp.ClientSession,
+        credentials: CredentialSource | None = None,
+    ) -> None:
         self.config = config
         self.credentials = credentials or CredentialSource(config)
         self._session = session
 
     @asynccontextmanager
-    async def fetch(self, timeout: float) -> AsyncIterator[UpstreamBody]:
+    async def fetch(self, deadline_seconds: float) -> AsyncIterator[UpstreamBody]:
         """Send the request and check the answer's head; yield its body. Raises ScrapeError."""
         credentials = self.credentials.current()
-        hint = credentials.client_cert_hint()
+        hint = credentials.refusal_hint()
         try:
             response = await self._session.get(
                 self.config.url,
                 params=self.config.params or None,
-                headers=self._headers(credentials, timeout),
+                headers=self._headers(credentials, deadline_seconds),
                 ssl=credentials.ssl_context if credentials.ssl_context is not None else True,
                 server_hostname=self.config.tls_config.server_name,
                 allow_redirects=False,
             )
         except Exception as exc:
-            raise translate_client_error(exc, client_cert_hint=hint) from exc
+            raise translate_client_error(exc, refusal_hint=hint) from exc
         async with response:
             await self._check_head(response, hint)
             yield UpstreamBody(response, self.config.body_size_limit, hint)
 
-    def _headers(self, credentials: Credentials, timeout: float) -> CIMultiDict[str]:
-        headers = CIMultiDict({
-            "Accept": ACCEPT,
-            "User-Agent": USER_AGENT,
-            SCRAPE_TIMEOUT_HEADER: f"{timeout:g}",
-        })
+    def _headers(self, credentials: Credentials, deadline_seconds: float) -> CIMultiDict[str]:
+        headers = CIMultiDict(
+            {
+                "Accept": ACCEPT,
+                "User-Agent": USER_AGENT,
+                # Tells the upstream how long it has, as Prometheus does.
+                SCRAPE_TIMEOUT_HEADER: f"{deadline_seconds:g}",
+            }
+        )
         if credentials.authorization is not None:
             headers["Authorization"] = credentials.authorization
         return headers
@@ -101,14 +110,15 @@ class UpstreamClient:
             snippet = await _snippet(response)
             message = f"upstream answered HTTP {response.status} {response.reason or ''}".rstrip()
             if response.status in (400, 401, 403):
-                message += "; it did not accept the client certificate or token"
+                message += "; it did not accept the relay's credentials"
                 if hint:
-                    message += f": {hint}"
+                    message += f" ({hint})"
             raise UpstreamStatusError(message, f"{message}; body starts {snippet!r}")
         content_type = response.headers.get("Content-Type", "")
         if not _is_text_exposition(response):
             raise UpstreamContentTypeError(
-                f"upstream Content-Type is {content_type or 'missing'!r}, expected {ACCEPT!r}")
+                f"upstream Content-Type is {content_type or 'missing'!r}, expected {ACCEPT!r}"
+            )
 
 
 def _is_text_exposition(response: aiohttp.ClientResponse) -> bool:

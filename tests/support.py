@@ -1,0 +1,175 @@
+"""Test doubles that are real servers: a TLS upstream with scripted answers, and an in-process relay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trustme
+from aiohttp import web
+
+from relay.runtime import Runtime, load_config
+from relay.server import create_app
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def require_tool(name: str) -> str:
+    """The path of a peer binary; skip without it, except under CI where a missing peer is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found on PATH (scripts/fetch-peers installs it into .peers/bin)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def require_fixtures() -> Path:
+    """../shared/fixtures; skip without it, except under CI."""
+    if not FIXTURES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FIXTURES} is missing")
+        pytest.skip(f"{FIXTURES} is missing")
+    return FIXTURES
+
+
+@dataclass
+class ClientFiles:
+    """A client certificate, its key and the CA that verifies the upstream, as files."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass
+class Pki:
+    """Certificates for a test: the upstream's CA and server certificate, and a client certificate."""
+
+    directory: Path
+    server_ca: trustme.CA = field(default_factory=trustme.CA)
+    client_ca: trustme.CA = field(default_factory=trustme.CA)
+    server_identities: tuple[str, ...] = ("127.0.0.1", "localhost")
+
+    def __post_init__(self) -> None:
+        self.server_cert = self.server_ca.issue_cert(*self.server_identities)
+        self.client_cert = self.client_ca.issue_cert("metrics-relay@test")
+
+    def client_files(self, name: str = "client", cert: trustme.LeafCert | None = None) -> ClientFiles:
+        """Write the server CA and a client certificate (by default the good one) into files."""
+        cert = cert or self.client_cert
+        folder = self.directory / name
+        folder.mkdir(exist_ok=True)
+        self.server_ca.cert_pem.write_to_path(str(folder / "ca.crt"))
+        cert.cert_chain_pems[0].write_to_path(str(folder / "tls.crt"))
+        cert.private_key_pem.write_to_path(str(folder / "tls.key"))
+        return ClientFiles(folder / "ca.crt", folder / "tls.crt", folder / "tls.key")
+
+    def server_context(self, verify: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
+        """The upstream's TLS context: its certificate, and client certificates checked against client_ca."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.server_cert.configure_cert(context)
+        self.client_ca.configure_trust(context)
+        context.verify_mode = verify
+        return context
+
+
+@dataclass
+class Upstream:
+    """A real HTTPS server on 127.0.0.1 whose answer is the `handler` of the moment; it records requests."""
+
+    url: str
+    requests: list[web.Request]
+    handler: Handler
+
+
+@asynccontextmanager
+async def running_upstream(context: ssl.SSLContext | None, handler: Handler) -> AsyncIterator[Upstream]:
+    """Serve `handler` over TLS (or plain HTTP when `context` is None) on a free port."""
+    upstream = Upstream(url="", requests=[], handler=handler)
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        upstream.requests.append(request)
+        return await upstream.handler(request)
+
+    app = web.Application()
+    app.router.add_get("/metrics", dispatch)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    upstream.url = f"{'https' if context else 'http'}://127.0.0.1:{port}/metrics"
+    try:
+        yield upstream
+    finally:
+        await runner.cleanup()
+
+
+def body_handler(
+    body: bytes, content_type: str = "text/plain; version=0.0.4; charset=utf-8", status: int = 200
+) -> Handler:
+    """An upstream answer with a fixed status, Content-Type and body."""
+
+    async def handle(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, status=status, headers={"Content-Type": content_type})
+
+    return handle
+
+
+def config_yaml(url: str, files: ClientFiles | None = None, extra: str = "", name: str = "test") -> str:
+    """A one-upstream relay configuration for `url`, with the client files if given."""
+    tls = ""
+    if files is not None:
+        tls = (
+            f"    tls_config:\n      ca_file: {files.ca_file}\n      cert_file: {files.cert_file}\n"
+            f"      key_file: {files.key_file}\n"
+        )
+    return f"upstreams:\n  - name: {name}\n    url: {url}\n{tls}{extra}"
+
+
+@dataclass
+class Relay:
+    """An in-process relay serving on 127.0.0.1 at `base_url`."""
+
+    base_url: str
+    runtime: Runtime
+    config_path: Path
+
+
+@asynccontextmanager
+async def running_relay(config_text: str, directory: Path) -> AsyncIterator[Relay]:
+    """Write `config_text` to a file in `directory` and serve a relay for it on a free port."""
+    config_path = directory / "relay.yml"
+    config_path.write_text(config_text, encoding="utf-8")
+    runtime = Runtime(config_path=config_path, config=load_config(config_path))
+    await runtime.start()
+    runner = web.AppRunner(create_app(runtime), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield Relay(f"http://127.0.0.1:{runner.addresses[0][1]}", runtime, config_path)
+    finally:
+        await runner.cleanup()
+        await runtime.close()
+
+
+async def trickle(request: web.Request, first: bytes, pause: float) -> web.StreamResponse:
+    """Send `first`, then one byte every `pause` seconds for ever: an upstream that never finishes."""
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
+    await response.prepare(request)
+    await response.write(first)
+    while True:
+        await asyncio.sleep(pause)
+        await response.write(b"#")
