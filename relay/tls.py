@@ -52,7 +52,7 @@ class Credentials:
     fingerprint: str
 
     def refusal_hint(self) -> str:
-        """Why an upstream may refuse these credentials, for errors that arrive without a reason ('' if plain HTTP).
+        """Why an upstream may refuse these credentials, for errors that come without a reason ('' for HTTP).
 
         Over TLS a refused client certificate usually shows as nothing but a closed connection.
         """
@@ -60,8 +60,9 @@ class Credentials:
             return ""
         if self.certificate is None:
             return "no client certificate is configured (tls_config.cert_file and key_file)"
+        subject = self.certificate.subject
         return self.certificate.problem_at(datetime.now(UTC)) or (
-            f"check that the upstream trusts the CA that signed the client certificate ({self.certificate.subject})"
+            f"check that the upstream trusts the CA that signed the client certificate ({subject})"
         )
 
 

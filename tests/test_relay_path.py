@@ -47,13 +47,17 @@ async def scrape(url: str, **headers: str) -> tuple[int, str, bytes]:
 
 async def scrape_expecting_abort(url: str) -> bytes:
     """GET `url` and read until the connection breaks; fail if the body ends cleanly."""
-    received = b""
+    received = bytearray()
+
+    async def read_all(response: aiohttp.ClientResponse) -> None:
+        async for chunk in response.content.iter_any():
+            received.extend(chunk)
+
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
-            async for chunk in response.content.iter_any():
-                received += chunk
-    return received
+            await read_all(response)
+    return bytes(received)
 
 
 async def test_good_body_is_relayed_byte_for_byte(pki, tmp_path):
@@ -198,7 +202,7 @@ async def test_upstream_certificate_from_unknown_ca_is_not_trusted(pki, tmp_path
 
 
 async def test_host_name_mismatch_suggests_server_name_which_fixes_it(tmp_path):
-    """An SLB IP missing from the SANs fails with a hint to set server_name; setting it makes the scrape work."""
+    """An SLB IP missing from the SANs fails with a hint to set server_name, and setting it works."""
     pki = Pki(tmp_path, server_identities=("kubernetes", "kubernetes.default.svc"))
     files = pki.client_files()
     async with running_upstream(pki.server_context(), body_handler(BODY)) as upstream:
