@@ -22,6 +22,9 @@ from relay.units import parse_duration, parse_size
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_LINE_LENGTH_LIMIT = 1 << 20
+DEFAULT_RELABEL_CACHE_SIZE = 100_000
+INVALID_LINE_ACTIONS = ("fail", "drop")
 UPSTREAM_NAME_RE = re.compile(r"[a-zA-Z0-9_-]+")
 TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -74,6 +77,9 @@ class UpstreamConfig:
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
     body_size_limit: int = 0
+    line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT
+    relabel_cache_size: int = DEFAULT_RELABEL_CACHE_SIZE
+    on_invalid_line: str = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,9 @@ class _Reader:
             "label_name_length_limit": self.count,
             "label_value_length_limit": self.count,
             "body_size_limit": self.size,
+            "line_length_limit": self.size,
+            "relabel_cache_size": self.count,
+            "on_invalid_line": self.invalid_line_action,
         }
         for key, value_node in fields.items():
             value = converters[key](value_node, f"{path}.{key}")
@@ -163,9 +172,18 @@ class _Reader:
         timeout = values.get("timeout")
         if timeout is not None and timeout <= 0:
             self.problem(fields["timeout"], f"{path}.timeout", "must be greater than 0")
+        if values.get("relabel_cache_size") == 0:
+            self.problem(fields["relabel_cache_size"], f"{path}.relabel_cache_size", "must be at least 1")
         if not {"name", "url"} <= values.keys():
             return None
         return UpstreamConfig(location=path, **values)
+
+    def invalid_line_action(self, node: yaml.Node, path: str) -> str | None:
+        action = self.string(node, path)
+        if action is not None and action not in INVALID_LINE_ACTIONS:
+            self.problem(node, path, f"must be one of {', '.join(INVALID_LINE_ACTIONS)}, not {action!r}")
+            return None
+        return action
 
     def upstream_name(self, node: yaml.Node, path: str) -> str | None:
         name = self.string(node, path)

@@ -9,6 +9,7 @@
         ├── UpstreamStatusError      http_status   the upstream answered something other than 200
         ├── UpstreamContentTypeError content_type  the upstream's body is not the text exposition format
         ├── UpstreamBodyError        body          the body broke off before its announced end
+        ├── InvalidExpositionError   parse         the body is not valid text exposition format
         ├── LimitExceededError       limit         a configured limit (body_size_limit, ...) was passed
         └── DeadlineExceededError    deadline      the scrape's deadline passed (HTTP 504, all others 502)
 
@@ -107,6 +108,12 @@ class UpstreamBodyError(ScrapeError):
     reason = "body"
 
 
+class InvalidExpositionError(ScrapeError):
+    """The upstream body is not valid Prometheus text format (Prometheus would fail the scrape too)."""
+
+    reason = "parse"
+
+
 class LimitExceededError(ScrapeError):
     """A configured limit was passed (body_size_limit, sample_limit, ...)."""
 
@@ -127,6 +134,7 @@ SCRAPE_ERRORS: tuple[type[ScrapeError], ...] = (
     UpstreamStatusError,
     UpstreamContentTypeError,
     UpstreamBodyError,
+    InvalidExpositionError,
     LimitExceededError,
     DeadlineExceededError,
 )

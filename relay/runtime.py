@@ -12,6 +12,7 @@ import aiohttp
 from relay import config as config_module
 from relay.config import Config, UpstreamConfig
 from relay.errors import ClientTLSMaterialError, ConfigError, Problem, ScrapeError
+from relay.pipeline import Rules
 from relay.selfmetrics import SelfMetrics
 from relay.tls import CredentialSource
 from relay.tls import check as check_credentials
@@ -21,12 +22,32 @@ log = logging.getLogger(__name__)
 
 
 def load_config(path: Path) -> Config:
-    """Read and parse the configuration file; ConfigError if it is unreadable or invalid."""
+    """Read and parse the configuration file and compile its rules; ConfigError if anything is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [Problem("", f"cannot read the configuration file: {exc}")]) from None
-    return config_module.parse(text, source=str(path), base_dir=path.parent)
+    loaded = config_module.parse(text, source=str(path), base_dir=path.parent)
+    compile_rules(loaded, {})
+    return loaded
+
+
+def compile_rules(config: Config, current: dict[str, Rules]) -> dict[str, Rules]:
+    """Each upstream's compiled rules; an upstream whose settings are unchanged keeps its rules (and memo)."""
+    rules: dict[str, Rules] = {}
+    problems: list[Problem] = []
+    for upstream in config.upstreams:
+        kept = current.get(upstream.name)
+        if kept is not None and kept.upstream == upstream:
+            rules[upstream.name] = kept
+            continue
+        try:
+            rules[upstream.name] = Rules.for_upstream(upstream)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(config.source, problems)
+    return rules
 
 
 def credential_problems(config: Config) -> list[Problem]:
@@ -59,6 +80,9 @@ class ScrapeOutcome:
     relayed_bytes: int
     reason: str = ""
     message: str = ""
+    samples_in: int = 0
+    samples_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +93,7 @@ class Runtime:
     config: Config
     metrics: SelfMetrics = field(default_factory=SelfMetrics)
     clients: dict[str, UpstreamClient] = field(default_factory=dict)
+    rules: dict[str, Rules] = field(default_factory=dict)
     outcomes: dict[str, ScrapeOutcome] = field(default_factory=dict)
     shutting_down: bool = False
     _session: aiohttp.ClientSession | None = None
@@ -120,6 +145,7 @@ class Runtime:
                 if old is not None and old.config == upstream
                 else UpstreamClient(upstream, self._session, CredentialSource(upstream))
             )
+        self.rules = compile_rules(new_config, self.rules)
         self.config = new_config
         self.clients = clients
         self.outcomes = {name: outcome for name, outcome in self.outcomes.items() if name in clients}
@@ -155,6 +181,13 @@ class Runtime:
         metrics.upstream_up.labels(name).set(1 if outcome.ok else 0)
         if error is not None:
             metrics.scrape_failures.labels(name, error.reason).inc()
+        metrics.samples_received.labels(name).inc(outcome.samples_in)
+        metrics.samples_relayed.labels(name).inc(outcome.samples_out)
+        for reason, count in outcome.dropped.items():
+            metrics.samples_dropped.labels(name, reason).inc(count)
+        rules = self.rules.get(name)
+        if rules is not None:
+            metrics.relabel_cache_entries.labels(name).set(len(rules.series))
         client = self.clients.get(name)
         if client is not None:
             self._note_certificate(client)

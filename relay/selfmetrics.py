@@ -14,6 +14,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from relay import __version__
 from relay.errors import SCRAPE_ERRORS
+from relay.pipeline import DROP_REASONS
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCRAPE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -60,6 +61,30 @@ class SelfMetrics:
             ["upstream"],
             registry=registry,
         )
+        self.samples_received = Counter(
+            "metrics_relay_samples_received",
+            "Sample lines read from the upstream.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.samples_relayed = Counter(
+            "metrics_relay_samples_relayed",
+            "Samples written to scrapers after relabeling.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.samples_dropped = Counter(
+            "metrics_relay_samples_dropped",
+            "Samples left out of relayed bodies, by reason.",
+            ["upstream", "reason"],
+            registry=registry,
+        )
+        self.relabel_cache_entries = Gauge(
+            "metrics_relay_relabel_cache_entries",
+            "Series texts whose relabeling result is remembered (bounded by relabel_cache_size).",
+            ["upstream"],
+            registry=registry,
+        )
         self.upstream_up = Gauge(
             "metrics_relay_upstream_up",
             "1 if the latest scrape of the upstream succeeded, else 0; absent before the first scrape.",
@@ -92,17 +117,25 @@ class SelfMetrics:
             self.scrapes.remove(name)
             self.scrape_duration.remove(name)
             self.relayed_bytes.remove(name)
+            self.samples_received.remove(name)
+            self.samples_relayed.remove(name)
             for error in SCRAPE_ERRORS:
                 self.scrape_failures.remove(name, error.reason)
-            for gauge in (self.upstream_up, self.client_cert_expiry):
+            for reason in DROP_REASONS:
+                self.samples_dropped.remove(name, reason)
+            for gauge in (self.upstream_up, self.client_cert_expiry, self.relabel_cache_entries):
                 with suppress(KeyError):  # set only once a scrape or a certificate has been seen
                     gauge.remove(name)
         for name in wanted - self._upstreams:
             self.scrapes.labels(name)
             self.scrape_duration.labels(name)
             self.relayed_bytes.labels(name)
+            self.samples_received.labels(name)
+            self.samples_relayed.labels(name)
             for error in SCRAPE_ERRORS:
                 self.scrape_failures.labels(name, error.reason)
+            for reason in DROP_REASONS:
+                self.samples_dropped.labels(name, reason)
         self._upstreams = wanted
 
     def exposition(self, accept: str) -> tuple[bytes, str]:

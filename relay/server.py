@@ -10,6 +10,7 @@ from aiohttp import web
 
 from relay import landing
 from relay.errors import ConfigError, DeadlineExceededError, ScrapeError
+from relay.pipeline import BodyRelabeler
 from relay.runtime import Runtime, ScrapeOutcome
 from relay.selfmetrics import TEXT_CONTENT_TYPE
 from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
@@ -59,18 +60,19 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     timeout = effective_timeout(client.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
     response = web.StreamResponse(headers={"Content-Type": TEXT_CONTENT_TYPE})
+    relabeler = BodyRelabeler(runtime.rules[client.config.name])
     try:
         async with asyncio.timeout(timeout):
-            await _stream(client, timeout, request, response)
+            await _stream(client, relabeler, timeout, request, response)
     except TimeoutError:
         error: ScrapeError = DeadlineExceededError(f"scrape deadline of {timeout:g}s exceeded")
     except ScrapeError as exc:
         error = exc
     else:
         await response.write_eof()
-        _record(runtime, client, started, response, None)
+        _record(runtime, client, started, response, relabeler=relabeler, error=None)
         return response
-    _record(runtime, client, started, response, error)
+    _record(runtime, client, started, response, relabeler=relabeler, error=error)
     log.warning(
         "scrape failed",
         extra={
@@ -89,17 +91,26 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    client: UpstreamClient, deadline_seconds: float, request: web.Request, response: web.StreamResponse
+    client: UpstreamClient,
+    relabeler: BodyRelabeler,
+    deadline_seconds: float,
+    request: web.Request,
+    response: web.StreamResponse,
 ) -> None:
     async with client.fetch(deadline_seconds) as body:
-        chunks = body.chunks()
-        # Hold the head until the first chunk: a failure before it can still be a clean 502.
-        first = await anext(chunks, b"")
+        async for chunk in body.chunks():
+            relayed = relabeler.feed(chunk)
+            if relayed:
+                await _send(request, response, relayed)
+        # Until the first relayed byte the head is held back: a failure before it can still be a clean 502.
+        await _send(request, response, relabeler.finish())
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    if not response.prepared:
         await response.prepare(request)
-        if first:
-            await response.write(first)
-        async for chunk in chunks:
-            await response.write(chunk)
+    if data:
+        await response.write(data)
 
 
 def _record(
@@ -107,6 +118,8 @@ def _record(
     client: UpstreamClient,
     started: float,
     response: web.StreamResponse,
+    *,
+    relabeler: BodyRelabeler,
     error: ScrapeError | None,
 ) -> None:
     outcome = ScrapeOutcome(
@@ -116,6 +129,9 @@ def _record(
         relayed_bytes=response.body_length if response.prepared else 0,
         reason=error.reason if error else "",
         message=error.message if error else "",
+        samples_in=relabeler.samples_in,
+        samples_out=relabeler.samples_out,
+        dropped=dict(relabeler.dropped),
     )
     runtime.record(client.config, outcome, error)
 

@@ -193,7 +193,7 @@ async def echo_client_serial(request: web.Request) -> web.StreamResponse:
     """An upstream answer naming the serial number of the client certificate on this connection."""
     assert request.transport is not None
     serial = request.transport.get_extra_info("peercert")["serialNumber"]
-    return web.Response(text=f"# client certificate {int(serial, 16)}\n")
+    return web.Response(text=f'client_certificate_info{{serial="{int(serial, 16)}"}} 1\n')
 
 
 def serial(cert: trustme.LeafCert) -> int:
@@ -207,7 +207,7 @@ async def test_rotated_credentials_are_used_and_broken_ones_are_not(pki, tmp_pat
         running_upstream(pki.server_context(), echo_client_serial) as upstream,
         running_relay(config_yaml(upstream.url, files), tmp_path) as relay,
     ):
-        first = f"# client certificate {serial(pki.client_cert)}\n"
+        first = f'client_certificate_info{{serial="{serial(pki.client_cert)}"}} 1\n'
         assert (await get(f"{relay.base_url}/metrics"))[2] == first
 
         write_other_key(files.key_file)  # a broken rotation: key and certificate disagree
@@ -216,4 +216,6 @@ async def test_rotated_credentials_are_used_and_broken_ones_are_not(pki, tmp_pat
         renewed = pki.client_ca.issue_cert("renewed@test")
         renewed.cert_chain_pems[0].write_to_path(str(files.cert_file))
         renewed.private_key_pem.write_to_path(str(files.key_file))
-        assert (await get(f"{relay.base_url}/metrics"))[2] == f"# client certificate {serial(renewed)}\n"
+        assert (await get(f"{relay.base_url}/metrics"))[
+            2
+        ] == f'client_certificate_info{{serial="{serial(renewed)}"}} 1\n'

@@ -1,0 +1,278 @@
+"""A body's way through the relay: lines → series → relabel → canonical text, with limits and counts (pure).
+
+Each series text (`name{labels}` as it arrived) is parsed and relabeled once and the result kept in a
+bounded memo that lives across scrapes, as Prometheus' scrape cache does: in steady state a sample line
+costs a few dictionary look-ups. Values and timestamps pass through as the bytes they arrived as.
+
+Output rules, so that the strictest parser accepts it: series in canonical form (no blanks, no empty label
+values, the input's label order), one space before the value; HELP/TYPE just before the first surviving
+sample of their family, never twice, and never after samples of the same name; no comments or blank lines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from relay.config import UpstreamConfig
+from relay.errors import InvalidExpositionError, LimitExceededError
+from relay.exposition import (
+    LineBlocks,
+    belongs_to_family,
+    legacy_names,
+    parse_metadata,
+    parse_series,
+    serialize_series,
+    split_tail,
+)
+from relay.relabel import RelabelProgram
+
+DROP_REASONS = ("relabel", "invalid_name", "utf8_name", "duplicate", "invalid_line")
+"""Why a sample is left out of a relayed body: dropped by a rule; no valid metric name after relabeling;
+a UTF-8 name the text format 0.0.4 cannot carry; a series already sent in this body; an invalid line
+(only with `on_invalid_line: drop`)."""
+
+_LABEL_ONLY_ACTIONS = frozenset({"keep", "drop", "keepequal", "dropequal"})
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesResult:
+    """What one series text becomes: its output text (None if dropped) and what later checks need."""
+
+    output: bytes | None
+    name: str
+    renamed: bool
+    drop_reason: str = ""
+    limit_error: str = ""
+    identity: int = 0  # equal for equal label sets, whatever their order: finds duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Prometheus' per-scrape limits; 0 means none."""
+
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+    line_length_limit: int = 0
+
+    def violation(self, labels: dict[str, str]) -> str:
+        """Which label limit the (relabeled) series breaks, or ''."""
+        if self.label_limit and len(labels) > self.label_limit:
+            return f"a series has {len(labels)} labels, more than label_limit ({self.label_limit})"
+        for label, value in labels.items():
+            if self.label_name_length_limit and len(label) > self.label_name_length_limit:
+                return f"label name {label[:40]!r}… is longer than label_name_length_limit"
+            if self.label_value_length_limit and len(value) > self.label_value_length_limit:
+                return f"the value of label {label!r} is longer than label_value_length_limit"
+        return ""
+
+
+@dataclass
+class Rules:
+    """One upstream's relabeling: compiled program, limits, and the memo shared by its scrapes."""
+
+    upstream: UpstreamConfig
+    program: RelabelProgram
+    limits: Limits = field(default_factory=Limits)
+    drop_invalid_lines: bool = False
+    memo_size: int = 100_000
+    rewrites_labels: bool = False
+    series: dict[bytes, SeriesResult] = field(default_factory=dict)
+    tails: dict[bytes, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def for_upstream(cls, upstream: UpstreamConfig) -> Rules:
+        """Compile an upstream's metric_relabel_configs and limits; ConfigError naming each bad rule."""
+        specs = upstream.metric_relabel_configs
+        limits = Limits(
+            sample_limit=upstream.sample_limit,
+            label_limit=upstream.label_limit,
+            label_name_length_limit=upstream.label_name_length_limit,
+            label_value_length_limit=upstream.label_value_length_limit,
+            line_length_limit=upstream.line_length_limit,
+        )
+        return cls(
+            upstream=upstream,
+            program=RelabelProgram.compile(specs),
+            limits=limits,
+            drop_invalid_lines=upstream.on_invalid_line == "drop",
+            memo_size=upstream.relabel_cache_size,
+            # keep/drop rules only remove series; any other action can make two series one.
+            rewrites_labels=any(spec.action.lower() not in _LABEL_ONLY_ACTIONS for spec in specs),
+        )
+
+    def learn_series(self, series: bytes) -> SeriesResult:
+        """Parse and relabel a series text not seen before, and remember the result."""
+        try:
+            name, labels, dropped_empty = parse_series(series)
+        except InvalidExpositionError:
+            if not self.drop_invalid_lines:
+                raise
+            result = SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
+        else:
+            result = self._relabel(series, name, labels, dropped_empty)
+        if len(self.series) >= self.memo_size:
+            self.series.clear()  # a new generation; cheaper than tracking recency on every hit
+        self.series[series] = result
+        return result
+
+    def _relabel(self, series: bytes, name: str, labels: dict[str, str], dropped_empty: bool) -> SeriesResult:
+        relabeled = self.program.apply(labels) if not self.program.is_empty else labels
+        if relabeled is None:
+            return SeriesResult(None, name, renamed=False, drop_reason="relabel")
+        new_name = relabeled.get("__name__", "")
+        if not new_name:
+            return SeriesResult(None, name, renamed=True, drop_reason="invalid_name")
+        if not legacy_names(relabeled):
+            reason = "invalid_name" if relabeled is not labels and new_name != name else "utf8_name"
+            return SeriesResult(None, new_name, renamed=new_name != name, drop_reason=reason)
+        if relabeled == labels:
+            relabeled = labels  # same label set: keep the input's label order, and so its text
+        canonical = serialize_series(relabeled)
+        return SeriesResult(
+            output=series if canonical == series and not dropped_empty else canonical,
+            name=new_name,
+            renamed=new_name != name,
+            limit_error=self.limits.violation(relabeled),
+            identity=hash(frozenset(relabeled.items())),
+        )
+
+    def learn_tail(self, tail: bytes) -> bytes | None:
+        """The canonical form (` value[ timestamp]`) of what follows a series; None if invalid and dropped."""
+        try:
+            value, timestamp = split_tail(tail)
+        except InvalidExpositionError:
+            if not self.drop_invalid_lines:
+                raise
+            return None
+        canonical = b" " + value + (b" " + timestamp if timestamp is not None else b"")
+        if canonical == tail:
+            canonical = tail
+        if len(self.tails) >= self.memo_size:
+            self.tails.clear()
+        self.tails[tail] = canonical
+        return canonical
+
+
+@dataclass
+class BodyRelabeler:
+    """Turns one upstream body, chunk by chunk, into the relayed body; counts what it did."""
+
+    rules: Rules
+    samples_in: int = 0
+    samples_out: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    _blocks: LineBlocks = field(init=False)
+    _family: str = ""
+    _family_type: bytes = b""
+    _pending_metadata: list[bytes] = field(default_factory=list)
+    _families_described: set[str] = field(default_factory=set)
+    _names_sent_bare: set[str] = field(default_factory=set)
+    _last_name: str = ""
+    _seen: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._blocks = LineBlocks(self.rules.limits.line_length_limit)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The relayed bytes for the lines that `chunk` completes (often b'' while a line is incomplete)."""
+        return self._lines(self._blocks.feed(chunk))
+
+    def finish(self) -> bytes:
+        """The relayed bytes for a last line without newline."""
+        return self._lines(self._blocks.finish())
+
+    def _lines(self, lines: list[bytes]) -> bytes:  # noqa: PLR0912 - the hot loop stays in one frame
+        out: list[bytes] = []
+        append = out.append
+        rules = self.rules
+        series_memo = rules.series
+        tails_memo = rules.tails
+        sample_limit = rules.limits.sample_limit
+        dedup = rules.rewrites_labels
+        seen = self._seen
+        for raw in lines:
+            line = raw
+            if not line:
+                continue
+            first = line[0]
+            if first in (32, 9):  # leading blanks are allowed
+                line = line.lstrip(b" \t")
+                if not line:
+                    continue
+                first = line[0]
+            if first == 35:  # '#'
+                self._comment(line)
+                continue
+            end = line.rfind(b"}")
+            if end < 0:
+                end = _end_of_bare_name(line)
+            series = line[: end + 1]
+            tail = line[end + 1 :]
+            result = series_memo.get(series) or rules.learn_series(series)
+            canonical_tail = tails_memo.get(tail) or rules.learn_tail(tail)
+            self.samples_in += 1
+            output = result.output
+            if output is None or canonical_tail is None:
+                self.dropped[result.drop_reason or "invalid_line"] += 1
+                continue
+            if result.limit_error:
+                raise LimitExceededError(result.limit_error)
+            if result.name != self._last_name:  # families run in blocks: check once per name change
+                self._last_name = result.name
+                self._describe(result, append)
+            if dedup:
+                key = result.identity
+                if key in seen:
+                    self.dropped["duplicate"] += 1
+                    continue
+                seen.add(key)
+            self.samples_out += 1
+            if sample_limit and self.samples_out > sample_limit:
+                raise LimitExceededError(f"more samples than sample_limit ({sample_limit})")
+            append(line if output is series and canonical_tail is tail else output + canonical_tail)
+        if not out:
+            return b""
+        out.append(b"")
+        return b"\n".join(out)
+
+    def _comment(self, line: bytes) -> None:
+        """Remember HELP/TYPE until a sample of their family survives; other comments are left out."""
+        metadata = parse_metadata(line)
+        if metadata is None:
+            return
+        self._last_name = ""
+        if metadata.family != self._family:
+            self._family = metadata.family
+            self._family_type = b""
+            self._pending_metadata = []
+        if metadata.kind == b"TYPE":
+            self._family_type = metadata.text
+        if metadata.family not in self._families_described and line not in self._pending_metadata:
+            self._pending_metadata.append(line)
+
+    def _describe(self, result: SeriesResult, append: Callable[[bytes], None]) -> None:
+        """Send the pending HELP/TYPE before a sample of their family; note samples sent without them."""
+        family = self._family
+        if family and belongs_to_family(result.name, family, self._family_type):
+            if self._pending_metadata:
+                if family not in self._families_described and family not in self._names_sent_bare:
+                    for metadata_line in self._pending_metadata:
+                        append(metadata_line)
+                self._families_described.add(family)
+                self._pending_metadata = []
+            return
+        # A sample outside the described family: strict parsers refuse a TYPE for its name after it.
+        self._names_sent_bare.add(result.name)
+
+
+def _end_of_bare_name(line: bytes) -> int:
+    """Index of the last byte of the metric name of a line without braces (the name ends at a blank)."""
+    space = line.find(b" ")
+    tab = line.find(b"\t")
+    if tab >= 0 and (space < 0 or tab < space):
+        space = tab
+    return (space if space >= 0 else len(line)) - 1

@@ -1,0 +1,250 @@
+"""Bodies through parse → relabel → serialize: metadata placement, limits, duplicates, bad lines, memo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.config import parse
+from relay.errors import InvalidExpositionError, LimitExceededError
+from relay.exposition import parse_series, serialize_series, split_tail
+from relay.pipeline import BodyRelabeler, Rules
+
+
+def rules(rules_yaml: str = "", **settings_: object) -> Rules:
+    """Rules for one upstream with `rules_yaml` as its metric_relabel_configs and extra settings."""
+    extra = "".join(f"    {key}: {value}\n" for key, value in settings_.items())
+    relabel = rules_yaml or "      []"
+    text = f"upstreams:\n  - name: u\n    url: http://h/\n{extra}    metric_relabel_configs:\n{relabel}\n"
+    return Rules.for_upstream(parse(text, source="t.yml", base_dir=Path()).upstreams[0])
+
+
+def relay(body: bytes, relay_rules: Rules | None = None, chunk: int = 0) -> tuple[bytes, BodyRelabeler]:
+    """Run `body` through a fresh BodyRelabeler, fed whole or in chunks of `chunk` bytes."""
+    relabeler = BodyRelabeler(relay_rules or rules())
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
+    out = b"".join(relabeler.feed(piece) for piece in pieces) + relabeler.finish()
+    return out, relabeler
+
+
+DROP_B = "      - source_labels: [__name__]\n        regex: b.*\n        action: drop\n"
+
+
+def test_metadata_comes_with_the_first_surviving_sample_and_goes_with_the_last():
+    """A family whose samples are all dropped loses its HELP/TYPE; the others keep theirs once."""
+    body = (
+        b"# HELP a_total A.\n# TYPE a_total counter\na_total 1\n"
+        b"# HELP b B.\n# TYPE b gauge\nb 2\n"
+        b'# TYPE c histogram\nc_bucket{le="+Inf"} 1\nc_sum 1\nc_count 1\n'
+    )
+    out, relabeler = relay(body, rules(DROP_B))
+    assert out == (
+        b"# HELP a_total A.\n# TYPE a_total counter\na_total 1\n"
+        b'# TYPE c histogram\nc_bucket{le="+Inf"} 1\nc_sum 1\nc_count 1\n'
+    )
+    assert (relabeler.samples_in, relabeler.samples_out, relabeler.dropped["relabel"]) == (5, 4, 1)
+
+
+def test_metadata_waits_for_a_sample_that_survives():
+    """When the first samples of a family are dropped, HELP/TYPE move down to the first one kept."""
+    text = "      - source_labels: [x]\n        regex: drop\n        action: drop\n"
+    out, _ = relay(b'# TYPE g gauge\ng{x="drop"} 1\ng{x="keep"} 2\n', rules(text))
+    assert out == b'# TYPE g gauge\ng{x="keep"} 2\n'
+
+
+def test_a_second_type_line_for_a_name_is_never_sent():
+    """An upstream that repeats a family sends its metadata once."""
+    out, _ = relay(b'# TYPE g gauge\ng 1\n# TYPE h gauge\nh 1\n# TYPE g gauge\ng{a="b"} 2\n')
+    assert out.count(b"# TYPE g gauge") == 1
+    assert out.endswith(b'g{a="b"} 2\n')
+
+
+def test_renamed_series_never_precede_their_new_family_type():
+    """A series renamed into a later family makes that family's TYPE go: no TYPE after its samples."""
+    rename = (
+        "      - source_labels: [__name__]\n        regex: old\n        target_label: __name__\n"
+        "        replacement: new\n"
+    )
+    out, _ = relay(b'# TYPE old gauge\nold 1\n# TYPE new gauge\nnew{a="b"} 2\n', rules(rename))
+    assert out == b'new 1\nnew{a="b"} 2\n'
+
+
+def test_comments_blank_lines_and_blanks_are_normalised():
+    """Comments and blank lines go, leading blanks and odd spacing become the canonical form."""
+    body = b'# just a comment\n\n  m{a="1" , b="2",}\t 3   \t1700000000000\nn 4\r\n'
+    with pytest.raises(InvalidExpositionError):
+        relay(body)
+    out, _ = relay(body.replace(b"\r", b""))
+    assert out == b'm{a="1",b="2"} 3 1700000000000\nn 4\n'
+
+
+def test_values_pass_through_as_written():
+    """Values and timestamps are never reformatted: 1e3 stays 1e3, NaN stays NaN."""
+    body = b"a 1e3\nb NaN\nc -Inf 17\nd 0.000000000000000000001\n"
+    assert relay(body)[0] == body
+
+
+def test_empty_label_values_are_removed():
+    """A label with an empty value is no label; it never appears in the output."""
+    assert relay(b'm{a="",b="x"} 1\n')[0] == b'm{b="x"} 1\n'
+
+
+def test_missing_final_newline_is_accepted():
+    """The last line may end without a newline."""
+    assert relay(b"a 1\nb 2")[0] == b"a 1\nb 2\n"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_chunk_boundaries_do_not_matter(chunk):
+    """Cutting the body anywhere gives the same output as feeding it whole."""
+    body = b'# HELP m M.\n# TYPE m gauge\nm{a="x\\"}"} 1\nm{a="y"} 2 3\n# c\nn 5'
+    assert relay(body, chunk=chunk)[0] == relay(body)[0]
+
+
+def test_name_removed_by_relabeling_is_dropped_and_counted():
+    """A series whose __name__ a rule deletes is dropped (not the scrape) with reason invalid_name."""
+    text = (
+        "      - source_labels: [a]\n        regex: x\n        target_label: __name__\n"
+        "        replacement: ''\n"
+    )
+    out, relabeler = relay(b'm{a="x"} 1\nm{a="y"} 2\n', rules(text))
+    assert out == b'm{a="y"} 2\n'
+    assert relabeler.dropped["invalid_name"] == 1
+
+
+def test_duplicates_made_by_relabeling_keep_the_first():
+    """When a labeldrop merges two series, the first sample is kept and the second counted."""
+    text = "      - regex: instance\n        action: labeldrop\n"
+    out, relabeler = relay(b'm{instance="a"} 1\nm{instance="b"} 2\nm{instance="c",x="1"} 3\n', rules(text))
+    assert out == b'm 1\nm{x="1"} 3\n'
+    assert relabeler.dropped["duplicate"] == 1
+
+
+@pytest.mark.parametrize(
+    ("settings_", "body", "message"),
+    [
+        ({"sample_limit": 2}, b"a 1\nb 1\nc 1\n", "sample_limit"),
+        ({"label_limit": 2}, b'a{x="1",y="2"} 1\n', "label_limit"),
+        ({"label_name_length_limit": 3}, b'a{long="1"} 1\n', "label_name_length_limit"),
+        ({"label_value_length_limit": 3}, b'a{x="long"} 1\n', "label_value_length_limit"),
+        ({"line_length_limit": "10B"}, b'a{x="long"} 1\n', "line_length_limit"),
+    ],
+)
+def test_limits_fail_the_scrape(settings_, body, message):
+    """Exceeding one of Prometheus' limits fails the scrape with a message naming the limit."""
+    with pytest.raises(LimitExceededError, match=message):
+        relay(body, rules(**settings_))
+
+
+def test_limits_apply_after_relabeling():
+    """As in Prometheus, label limits count the labels a series has after metric relabeling."""
+    text = "      - regex: y\n        action: labeldrop\n"
+    assert relay(b'a{x="1",y="2"} 1\n', rules(text, label_limit=2))[0] == b'a{x="1"} 1\n'
+
+
+def test_sample_limit_counts_samples_kept():
+    """Dropped samples do not count towards sample_limit."""
+    assert relay(b"a 1\nb 1\nc 1\n", rules(DROP_B, sample_limit=2))[0] == b"a 1\nc 1\n"
+
+
+@pytest.mark.parametrize(
+    "line", [b"a 1_000", b"a", b"a{b='c'} 1", b'a{b="\xff"} 1', b"a 1 2 3", b"# TYPE a gauges"]
+)
+def test_invalid_lines_fail_the_scrape_by_default_and_can_be_dropped(line):
+    """An invalid line fails the scrape; with on_invalid_line: drop it is skipped and counted."""
+    body = b"ok 1\n" + line + b"\nfine 2\n"
+    with pytest.raises(InvalidExpositionError):
+        relay(body)
+    if line.startswith(b"#"):
+        return  # metadata stays strict: a broken TYPE line says nothing about which samples to trust
+    out, relabeler = relay(body, rules(on_invalid_line="drop"))
+    assert out == b"ok 1\nfine 2\n"
+    assert relabeler.dropped["invalid_line"] == 1
+
+
+def test_memo_is_bounded_and_survives_scrapes():
+    """The memo is shared by the scrapes of one upstream and never holds more than relabel_cache_size."""
+    shared = rules(relabel_cache_size=10)
+    body = b"".join(b'm{i="%d"} 1\n' % i for i in range(25))
+    first, _ = relay(body, shared)
+    assert len(shared.series) <= 10
+    second, _ = relay(body, shared)
+    assert first == second == body
+
+
+# --- the memoised path against an obviously correct reference --------------------------------------
+
+RULE_SETS = [
+    "",
+    DROP_B,
+    "      - target_label: cluster\n        replacement: one\n",
+    "      - regex: (a)\n        replacement: copy_$1\n        action: labelmap\n",
+    "      - source_labels: [a]\n        regex: (.)(.*)\n        target_label: a\n"
+    "        replacement: ${2}x$1\n",
+    "      - regex: a\n        action: labeldrop\n",
+    "      - source_labels: [__name__, a]\n        regex: 'b;.*'\n        action: keep\n",
+    "      - source_labels: [a]\n        modulus: 3\n        target_label: shard\n        action: hashmod\n",
+    "      - source_labels: [a]\n        target_label: a\n        action: uppercase\n",
+]
+
+
+def reference(body: bytes, relay_rules: Rules) -> list[bytes]:
+    """Line by line, no memo, no shortcuts: parse, relabel, drop what has no name, drop repeats."""
+    out, seen = [], set()
+    for line in body.split(b"\n"):
+        if not line:
+            continue
+        end = line.rfind(b"}") if b"{" in line else line.find(b" ") - 1
+        _, labels, _ = parse_series(line[: end + 1])
+        value, _ = split_tail(line[end + 1 :])
+        result = relay_rules.program.apply(labels)
+        if result is None or not result.get("__name__"):
+            continue
+        if result == labels:
+            result = labels  # an unchanged series keeps its label order
+        key = frozenset(result.items())
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(b"%s %s" % (serialize_series(result), value))
+    return out
+
+
+label_values = st.sampled_from(["", "x", "xy", "Z9", 'q"uote', "back\\slash", "new\nline", "é"])
+
+
+def escaped(value: str) -> bytes:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").encode()
+
+
+# Distinct series (name, a, b), so that any repeat in the output is one that relabeling made.
+sample_lines = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "bb", "c_total"]),
+        label_values,
+        label_values,
+        st.sampled_from(["0", "1.5", "NaN", "-Inf", "1e3"]),
+    ),
+    max_size=30,
+    unique_by=lambda sample: sample[:3],
+).map(
+    lambda samples: [
+        b'%s{a="%s",b="%s"} %s' % (name.encode(), escaped(a), escaped(b), value.encode())
+        for name, a, b, value in samples
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(RULE_SETS), sample_lines, st.integers(1, 40))
+def test_memoised_path_matches_the_reference(rule_set, lines, chunk):
+    """For random bodies, rules and chunkings, the output equals the reference path's, warm or cold."""
+    relay_rules = rules(rule_set)
+    body = b"\n".join(lines) + b"\n"
+    expected = reference(body, relay_rules)
+    for _ in range(2):  # cold memo, then warm
+        out, _ = relay(body, relay_rules, chunk=chunk)
+        assert [line for line in out.split(b"\n") if line] == expected
