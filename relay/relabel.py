@@ -5,7 +5,7 @@ The semantics are those of current Prometheus (3.x, `model/relabel/relabel.go`),
 - Defaults come from RelabelRuleSpec (`replace`, `;`, `(.*)`, `$1`); action names are case-insensitive.
 - A regex is wrapped as `^(?s:REGEX)$` and searched for, as Go's `MatchString` does, so `.` also matches a
   newline, and a regex such as `a)|(b` escapes the anchoring exactly as it does in Prometheus.
-- Matching uses RE2 (google-re2), the engine Go's regexp copies: linear time, `\\d` and `\\w` ASCII, no
+- Matching uses RE2 (google-re2), whose syntax Go's regexp shares: linear time, `\\d` and `\\w` ASCII, no
   backreferences or lookaround. Where RE2 accepts what Go refuses (`\\C`, non-ASCII group names, repeat
   counts of a billion or more) compiling refuses it as Go does. Named groups may be written `(?P<n>…)`
   or `(?<n>…)` (Go 1.22 and later, so Prometheus 3).
@@ -37,15 +37,15 @@ Prometheus' scrape loop then refuses; the caller checks its output (see `is_vali
 Where Prometheus 2.42 (Debian's package, the local oracle) differs, so a differential test must avoid it:
 it anchors with `^(?:…)$`, so `.` does not match a newline; it refuses `(?<name>…)` and non-legacy
 `source_labels`; it accepts `$` references in the targets of lowercase, uppercase, keepequal and
-dropequal (Prometheus 2.49 and later refuse them); when `replace` expands to an empty value it deletes
+dropequal (later versions refuse them); when `replace` expands to an empty value it deletes
 the label named by the unexpanded `target_label` (so `target_label: $1` deletes nothing); and `labelmap`
 visits labels in plain name order. Its Go version's Unicode tables are older (case mapping, `\\p{…}`).
 
 Known differences from Prometheus itself, all at the edges of the configuration: RelabelRuleSpec does not
 record which fields were written, so `keepequal`/`dropequal` with an explicit `regex: (.*)` and
 `labeldrop`/`labelkeep` with an explicit `source_labels: []` are accepted here (Prometheus refuses them);
-a `modulus` of 2^64 or more is refused here (Prometheus wraps it silently). Label values are taken to be
-valid UTF-8, as the text format requires.
+a `modulus` of 2^64 or more is refused here (promtool accepts it, though no uint64 holds it). Label
+values are taken to be valid UTF-8, as the text format requires.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ _LEGACY_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _REPEAT = re.compile(r"\{(0|[1-9][0-9]*)(?:(,)(0|[1-9][0-9]*)?)?\}")
 _GO_GROUP_NAME = re.compile(r"[A-Za-z0-9_]+")
 _MAX_REPEAT: Final = 1000
+# Per-rule memo of results by text (label names, metric names), cleared when full: names repeat across series.
+_MEMO_SIZE: Final = 4096
 
 
 def _re2_options() -> object:
@@ -98,8 +100,8 @@ def _re2_options() -> object:
 
 _OPTIONS: Final = _re2_options()
 # A legacy label name in which `$1`, `$name` and `${name}` may stand for parts: what Prometheus accepts as a
-# `replace` target or `labelmap` replacement. Run by RE2 because the nested repetition would make a
-# backtracking engine take exponential time on a long invalid name.
+# `replace` target or `labelmap` replacement. Run by RE2 because its alternatives overlap (`$ab` is one
+# reference, or `$a` then `b`), which can cost a backtracking engine exponential time on a long bad name.
 _TEMPLATE_NAME = re2.compile(r"(?:[A-Za-z_]|\$(?:\{\w+\}|\w+))(?:\w|\$(?:\{\w+\}|\w+))*", _OPTIONS)
 
 
@@ -275,7 +277,7 @@ class _WholeMatch:
 class _AnchoredRegex:
     """A relabel regex compiled as Prometheus compiles it, with what templates need to expand against it."""
 
-    __slots__ = ("_compiled", "group_names", "matches_everything", "source")
+    __slots__ = ("_compiled", "_matched", "group_names", "matches_everything", "source")
 
     def __init__(self, source: str) -> None:
         """Compile `source`; raise ValueError with every reason Go would refuse it."""
@@ -298,6 +300,7 @@ class _AnchoredRegex:
         self.group_names: tuple[str, ...] = tuple(names)
         # `(.*)` under `(?s:` matches any text whole; skipping the engine for it is the common fast path.
         self.matches_everything = source == "(.*)"
+        self._matched: dict[str, bool] = {}
 
     def find(self, data: bytes, pos: int = 0) -> Span | None:
         """The first match at or after byte `pos` (`^` still means the start of `data`), as its spans."""
@@ -308,7 +311,15 @@ class _AnchoredRegex:
 
     def matches(self, text: str) -> bool:
         """Whether the regex matches `text`, as Go's MatchString."""
-        return self.matches_everything or self._compiled.search(_encode(text)) is not None
+        if self.matches_everything:
+            return True
+        matched = self._matched.get(text)
+        if matched is None:
+            matched = self._compiled.search(_encode(text)) is not None
+            if len(self._matched) >= _MEMO_SIZE:
+                self._matched.clear()
+            self._matched[text] = matched
+        return matched
 
 
 # --- templates: Go's Regexp.Expand ------------------------------------------------------------------
@@ -565,20 +576,32 @@ class _HashMod(_Rule):
 class _LabelMap(_Rule):
     """labelmap: copy each label whose name matches to the name made by replacing the match."""
 
-    __slots__ = ("regex", "replacement")
+    __slots__ = ("_mapped", "regex", "replacement")
 
     def __init__(self, spec: RelabelRuleSpec, regex: _AnchoredRegex) -> None:
         super().__init__(spec)
         self.regex = regex
         self.replacement = _compile_template(spec.replacement, regex.group_names)
+        self._mapped: dict[str, str | None] = {}
 
     def apply(self, state: _LabelState) -> bool:
         for name, value in state.snapshot():
-            data = _encode(name)
-            span = self.regex.find(data)
-            if span is not None:
-                state.set(self._replace_all(data, span), value)
+            new_name = self._map(name)
+            if new_name is not None:
+                state.set(new_name, value)
         return True
+
+    def _map(self, name: str) -> str | None:
+        """The name a label called `name` is copied to, or None when the regex does not match it."""
+        if name in self._mapped:
+            return self._mapped[name]
+        data = _encode(name)
+        span = self.regex.find(data)
+        new_name = self._replace_all(data, span) if span is not None else None
+        if len(self._mapped) >= _MEMO_SIZE:
+            self._mapped.clear()
+        self._mapped[name] = new_name
+        return new_name
 
     def _replace_all(self, data: bytes, span: Span) -> str:
         """Go's ReplaceAllString: every match, left to right, replaced by the expanded replacement."""
