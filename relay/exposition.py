@@ -17,13 +17,19 @@ from relay.errors import InvalidExpositionError, LimitExceededError
 LEGACY_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 METRIC_TYPES = frozenset({b"counter", b"gauge", b"histogram", b"summary", b"untyped"})
+OPENMETRICS_TYPES = frozenset(
+    {b"counter", b"gauge", b"histogram", b"gaugehistogram", b"stateset", b"info", b"summary", b"unknown"}
+)
 # The samples a family of each type may hold, by suffix of the family name (model/textparse's
-# isSeriesPartOfFamily); every type also holds the bare family name.
+# isSeriesPartOfFamily, with OpenMetrics' suffixes); every type also holds the bare family name.
 FAMILY_SUFFIXES: dict[bytes, tuple[str, ...]] = {
-    b"counter": ("_total",),
-    b"histogram": ("_bucket", "_sum", "_count"),
-    b"summary": ("_sum", "_count"),
+    b"counter": ("_total", "_created"),
+    b"histogram": ("_bucket", "_sum", "_count", "_created"),
+    b"gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    b"summary": ("_sum", "_count", "_created"),
+    b"info": ("_info",),
 }
+EOF_LINE = b"# EOF"
 
 _QUOTED = r'"((?:\\.|[^\\"])*)"'
 _LABEL_ITEM = re.compile(
@@ -36,7 +42,14 @@ _GO_FLOAT = (
     rb"|[+-]?(?:[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)|[nN][aA][nN]"
 )
 _TAIL = re.compile(rb"[ \t]*(" + _GO_FLOAT + rb")(?:[ \t]+([0-9]+))?[ \t]*")
-_META = re.compile(rb"#[ \t]+(HELP|TYPE)[ \t]+([a-zA-Z_:][a-zA-Z0-9_:]*|\"(?:\\.|[^\\\"])*\")(.*)", re.DOTALL)
+_NAME_OR_QUOTED = rb'([a-zA-Z_:][a-zA-Z0-9_:]*|"(?:\\.|[^\\"])*")'
+_META = re.compile(rb"#[ \t]+(HELP|TYPE)[ \t]+" + _NAME_OR_QUOTED + rb"(.*)", re.DOTALL)
+_OPENMETRICS_META = re.compile(rb"# (HELP|TYPE|UNIT) " + _NAME_OR_QUOTED + rb" (.*)", re.DOTALL)
+_OPENMETRICS_TAIL = re.compile(rb" (" + _GO_FLOAT + rb")(?: (" + _GO_FLOAT + rb"))?")
+_EXEMPLAR = re.compile(
+    rb' # \{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^\\"\n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^\\"\n])*")*)?\}'
+    rb" (?:" + _GO_FLOAT + rb")(?: (?:" + _GO_FLOAT + rb"))?"
+)
 _INT64_MAX = (1 << 63) - 1
 _UNESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 _UNESCAPE = re.compile(r'\\[\\"n]')
@@ -143,9 +156,7 @@ def split_tail(tail: bytes) -> tuple[bytes, bytes | None]:
     if match is None:
         raise _invalid("expected a value and an optional timestamp after the series", tail)
     value, timestamp = match[1], match[2]
-    lowered = value.lower()
-    if b"inf" not in lowered and b"nan" not in lowered and float(value) in (float("inf"), float("-inf")):
-        raise _invalid("value out of range", value)
+    _check_range(value)
     if timestamp is not None and int(timestamp) > _INT64_MAX:
         raise _invalid("timestamp out of range", timestamp)
     return value, timestamp
@@ -158,17 +169,53 @@ def parse_metadata(line: bytes) -> Metadata | None:
         if re.match(rb"#[ \t]+(HELP|TYPE)[ \t]", line):
             raise _invalid("expected a metric name after HELP or TYPE", line)
         return None
-    kind, raw_name, rest = match[1], match[2], match[3]
-    text = b"" if not rest.strip(b" \t") else rest[1:]
+    rest = match[3]
+    # The text starts one character after the name (promlex's {C}*), unless only blanks follow it.
+    return _metadata(line, match[1], match[2], b"" if not rest.strip(b" \t") else rest[1:], METRIC_TYPES)
+
+
+def _check_range(value: bytes) -> None:
+    """Go's ParseFloat refuses a finite number too large for a float64 (Python would make it inf)."""
+    lowered = value.lower()
+    if b"inf" not in lowered and b"nan" not in lowered and float(value) in (float("inf"), float("-inf")):
+        raise _invalid("value out of range", value)
+
+
+def parse_openmetrics_metadata(line: bytes) -> Metadata:
+    """An OpenMetrics `# HELP/TYPE/UNIT name text` or `# EOF` line; any other comment is invalid there."""
+    if line == EOF_LINE:
+        return Metadata("", b"EOF", b"")
+    match = _OPENMETRICS_META.fullmatch(line)
+    if match is None:
+        raise _invalid("OpenMetrics allows only HELP, TYPE, UNIT and EOF comments", line)
+    return _metadata(line, match[1], match[2], match[3], OPENMETRICS_TYPES)
+
+
+def _metadata(line: bytes, kind: bytes, raw_name: bytes, text: bytes, types: frozenset[bytes]) -> Metadata:
     try:
         family = unescape(raw_name[1:-1].decode("utf-8")) if raw_name.startswith(b'"') else raw_name.decode()
         if kind == b"HELP":
             text.decode("utf-8")
     except UnicodeDecodeError:
         raise _invalid("invalid UTF-8", line) from None
-    if kind == b"TYPE" and text not in METRIC_TYPES:
+    if kind == b"TYPE" and text not in types:
         raise _invalid(f"invalid metric type {text.decode(errors='replace')!r}", line)
     return Metadata(family, kind, text)
+
+
+def split_openmetrics_tail(tail: bytes) -> tuple[bytes, bytes | None]:
+    """Value and timestamp (seconds, may be fractional) after an OpenMetrics series; single spaces only."""
+    match = _OPENMETRICS_TAIL.fullmatch(tail)
+    if match is None:
+        raise _invalid("expected ' value' and an optional ' timestamp' after the series", tail)
+    _check_range(match[1])
+    return match[1], match[2]
+
+
+def check_exemplar(exemplar: bytes) -> None:
+    """Raise unless `exemplar` is ` # {labels} value[ timestamp]` as OpenMetrics writes it."""
+    if _EXEMPLAR.fullmatch(exemplar) is None:
+        raise _invalid("malformed exemplar", exemplar)
 
 
 def belongs_to_family(name: str, family: str, metric_type: bytes) -> bool:
@@ -206,6 +253,26 @@ def serialize_series(labels: dict[str, str]) -> bytes:
         if label != "__name__" and value
     )
     return f"{name}{{{pairs}}}".encode() if pairs else name.encode()
+
+
+def serialize_utf8_series(labels: dict[str, str]) -> bytes:
+    """The series with names outside the classic syntax quoted, as Prometheus 3 writes them.
+
+    `{"my.metric","a.b"="x"}` when the metric name needs quotes, `name{"a.b"="x"}` when only labels do.
+    """
+    name = labels["__name__"]
+    pairs = [
+        f'{_utf8_label_name(label)}="{escape_label_value(value)}"'
+        for label, value in labels.items()
+        if label != "__name__" and value
+    ]
+    if LEGACY_METRIC_NAME.fullmatch(name):
+        return f"{name}{{{','.join(pairs)}}}".encode() if pairs else name.encode()
+    return ("{" + ",".join([f'"{escape_label_value(name)}"', *pairs]) + "}").encode()
+
+
+def _utf8_label_name(label: str) -> str:
+    return label if LEGACY_LABEL_NAME.fullmatch(label) else f'"{escape_label_value(label)}"'
 
 
 def legacy_names(labels: dict[str, str]) -> bool:

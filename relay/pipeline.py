@@ -18,12 +18,17 @@ from dataclasses import dataclass, field
 from relay.config import UpstreamConfig
 from relay.errors import InvalidExpositionError, LimitExceededError
 from relay.exposition import (
+    EOF_LINE,
     LineBlocks,
     belongs_to_family,
+    check_exemplar,
     legacy_names,
     parse_metadata,
+    parse_openmetrics_metadata,
     parse_series,
     serialize_series,
+    serialize_utf8_series,
+    split_openmetrics_tail,
     split_tail,
 )
 from relay.relabel import RelabelProgram
@@ -46,6 +51,7 @@ class SeriesResult:
     drop_reason: str = ""
     limit_error: str = ""
     identity: int = 0  # equal for equal label sets, whatever their order: finds duplicates
+    utf8_output: bytes | None = None  # for scrapers that accept quoted UTF-8 names
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,7 @@ class Rules:
     rewrites_labels: bool = False
     series: dict[bytes, SeriesResult] = field(default_factory=dict)
     tails: dict[bytes, bytes] = field(default_factory=dict)
+    openmetrics_tails: dict[bytes, bytes] = field(default_factory=dict)
 
     @classmethod
     def for_upstream(cls, upstream: UpstreamConfig) -> Rules:
@@ -127,8 +134,17 @@ class Rules:
         if not new_name:
             return SeriesResult(None, name, renamed=True, drop_reason="invalid_name")
         if not legacy_names(relabeled):
-            reason = "invalid_name" if relabeled is not labels and new_name != name else "utf8_name"
-            return SeriesResult(None, new_name, renamed=new_name != name, drop_reason=reason)
+            if relabeled is not labels and new_name != name:
+                return SeriesResult(None, new_name, renamed=True, drop_reason="invalid_name")
+            return SeriesResult(
+                None,
+                new_name,
+                renamed=new_name != name,
+                drop_reason="utf8_name",
+                limit_error=self.limits.violation(relabeled),
+                identity=hash(frozenset(relabeled.items())),
+                utf8_output=serialize_utf8_series(relabeled),
+            )
         if relabeled == labels:
             relabeled = labels  # same label set: keep the input's label order, and so its text
         canonical = serialize_series(relabeled)
@@ -140,10 +156,10 @@ class Rules:
             identity=hash(frozenset(relabeled.items())),
         )
 
-    def learn_tail(self, tail: bytes) -> bytes | None:
+    def learn_tail(self, tail: bytes, *, openmetrics: bool) -> bytes | None:
         """The canonical form (` value[ timestamp]`) of what follows a series; None if invalid and dropped."""
         try:
-            value, timestamp = split_tail(tail)
+            value, timestamp = split_openmetrics_tail(tail) if openmetrics else split_tail(tail)
         except InvalidExpositionError:
             if not self.drop_invalid_lines:
                 raise
@@ -151,17 +167,25 @@ class Rules:
         canonical = b" " + value + (b" " + timestamp if timestamp is not None else b"")
         if canonical == tail:
             canonical = tail
-        if len(self.tails) >= self.memo_size:
-            self.tails.clear()
-        self.tails[tail] = canonical
+        memo = self.openmetrics_tails if openmetrics else self.tails
+        if len(memo) >= self.memo_size:
+            memo.clear()
+        memo[tail] = canonical
         return canonical
 
 
 @dataclass
 class BodyRelabeler:
-    """Turns one upstream body, chunk by chunk, into the relayed body; counts what it did."""
+    """Turns one upstream body, chunk by chunk, into the relayed body; counts what it did.
+
+    `openmetrics`: the body is OpenMetrics 1.0 (and so is the output: exemplars kept, `# EOF` required and
+    re-sent at the end); otherwise the text format 0.0.4. `utf8_names`: the scraper accepts quoted UTF-8
+    names (text format only); otherwise series with such names are dropped and counted.
+    """
 
     rules: Rules
+    openmetrics: bool = False
+    utf8_names: bool = False
     samples_in: int = 0
     samples_out: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
@@ -173,6 +197,7 @@ class BodyRelabeler:
     _names_sent_bare: set[str] = field(default_factory=set)
     _last_name: str = ""
     _seen: set[int] = field(default_factory=set)
+    _ended: bool = False
 
     def __post_init__(self) -> None:
         self._blocks = LineBlocks(self.rules.limits.line_length_limit)
@@ -182,20 +207,29 @@ class BodyRelabeler:
         return self._lines(self._blocks.feed(chunk))
 
     def finish(self) -> bytes:
-        """The relayed bytes for a last line without newline."""
-        return self._lines(self._blocks.finish())
+        """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
+        relayed = self._lines(self._blocks.finish())
+        if not self.openmetrics:
+            return relayed
+        if not self._ended:
+            # OpenMetrics' end marker is what tells a complete body from a truncated one.
+            raise InvalidExpositionError("invalid exposition: the OpenMetrics body ended without # EOF")
+        return relayed + EOF_LINE + b"\n"
 
-    def _lines(self, lines: list[bytes]) -> bytes:  # noqa: PLR0912 - the hot loop stays in one frame
+    def _lines(self, lines: list[bytes]) -> bytes:  # noqa: PLR0912, PLR0915 - the hot loop stays in one frame
         out: list[bytes] = []
         append = out.append
         rules = self.rules
         series_memo = rules.series
-        tails_memo = rules.tails
+        openmetrics = self.openmetrics
+        tails_memo = rules.openmetrics_tails if openmetrics else rules.tails
         sample_limit = rules.limits.sample_limit
         dedup = rules.rewrites_labels
         seen = self._seen
         for raw in lines:
             line = raw
+            if self._ended or (openmetrics and (not line or line[0] in (32, 9))):
+                raise _openmetrics_error(line, self._ended)
             if not line:
                 continue
             first = line[0]
@@ -207,15 +241,20 @@ class BodyRelabeler:
             if first == 35:  # '#'
                 self._comment(line)
                 continue
+            exemplar = b""
+            if openmetrics:
+                line, exemplar = _split_exemplar(line)
             end = line.rfind(b"}")
             if end < 0:
                 end = _end_of_bare_name(line)
             series = line[: end + 1]
             tail = line[end + 1 :]
             result = series_memo.get(series) or rules.learn_series(series)
-            canonical_tail = tails_memo.get(tail) or rules.learn_tail(tail)
+            canonical_tail = tails_memo.get(tail) or rules.learn_tail(tail, openmetrics=openmetrics)
             self.samples_in += 1
             output = result.output
+            if output is None and self.utf8_names:
+                output = result.utf8_output
             if output is None or canonical_tail is None:
                 self.dropped[result.drop_reason or "invalid_line"] += 1
                 continue
@@ -233,16 +272,22 @@ class BodyRelabeler:
             self.samples_out += 1
             if sample_limit and self.samples_out > sample_limit:
                 raise LimitExceededError(f"more samples than sample_limit ({sample_limit})")
-            append(line if output is series and canonical_tail is tail else output + canonical_tail)
+            if output is series and canonical_tail is tail and not exemplar:
+                append(line)
+            else:
+                append(output + canonical_tail + exemplar)
         if not out:
             return b""
         out.append(b"")
         return b"\n".join(out)
 
     def _comment(self, line: bytes) -> None:
-        """Remember HELP/TYPE until a sample of their family survives; other comments are left out."""
-        metadata = parse_metadata(line)
+        """Remember HELP/TYPE (and UNIT) until a sample of their family survives; other comments go."""
+        metadata = parse_openmetrics_metadata(line) if self.openmetrics else parse_metadata(line)
         if metadata is None:
+            return
+        if metadata.kind == b"EOF":
+            self._ended = True
             return
         self._last_name = ""
         if metadata.family != self._family:
@@ -255,7 +300,7 @@ class BodyRelabeler:
             self._pending_metadata.append(line)
 
     def _describe(self, result: SeriesResult, append: Callable[[bytes], None]) -> None:
-        """Send the pending HELP/TYPE before a sample of their family; note samples sent without them."""
+        """Send the pending metadata before a sample of their family; note samples sent without them."""
         family = self._family
         if family and belongs_to_family(result.name, family, self._family_type):
             if self._pending_metadata:
@@ -267,6 +312,21 @@ class BodyRelabeler:
             return
         # A sample outside the described family: strict parsers refuse a TYPE for its name after it.
         self._names_sent_bare.add(result.name)
+
+
+def _split_exemplar(line: bytes) -> tuple[bytes, bytes]:
+    """An OpenMetrics sample line without its exemplar (` # {…} value[ ts]`), and the exemplar, checked."""
+    mark = line.find(b" # ")
+    if mark < 0:
+        return line, b""
+    exemplar = line[mark:]
+    check_exemplar(exemplar)
+    return line[:mark], exemplar
+
+
+def _openmetrics_error(line: bytes, ended: bool) -> InvalidExpositionError:
+    problem = "content after # EOF" if ended else "blank lines and leading blanks are not OpenMetrics"
+    return InvalidExpositionError(f"invalid exposition: {problem}: {line[:80]!r}")
 
 
 def _end_of_bare_name(line: bytes) -> int:

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from relay import landing
 from relay.errors import ConfigError, DeadlineExceededError, ScrapeError
-from relay.pipeline import BodyRelabeler
+from relay.negotiation import response_content_type, scraper_preferences
+from relay.pipeline import BodyRelabeler, Rules
 from relay.runtime import Runtime, ScrapeOutcome
-from relay.selfmetrics import TEXT_CONTENT_TYPE
 from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -57,22 +57,21 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     client = runtime.client(name)
     if client is None:
         return _text(404, f"unknown upstream {name!r}")
-    started = time.monotonic()
+    scrape = RelayedScrape(request, client, runtime.rules[client.config.name])
     timeout = effective_timeout(client.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
-    response = web.StreamResponse(headers={"Content-Type": TEXT_CONTENT_TYPE})
-    relabeler = BodyRelabeler(runtime.rules[client.config.name])
     try:
         async with asyncio.timeout(timeout):
-            await _stream(client, relabeler, timeout, request, response)
+            await scrape.run(timeout)
     except TimeoutError:
         error: ScrapeError = DeadlineExceededError(f"scrape deadline of {timeout:g}s exceeded")
     except ScrapeError as exc:
         error = exc
     else:
-        await response.write_eof()
-        _record(runtime, client, started, response, relabeler=relabeler, error=None)
-        return response
-    _record(runtime, client, started, response, relabeler=relabeler, error=error)
+        await scrape.response.write_eof()
+        scrape.record(runtime, None)
+        return scrape.response
+    scrape.record(runtime, error)
+    response = scrape.response
     log.warning(
         "scrape failed",
         extra={
@@ -90,50 +89,52 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _stream(
-    client: UpstreamClient,
-    relabeler: BodyRelabeler,
-    deadline_seconds: float,
-    request: web.Request,
-    response: web.StreamResponse,
-) -> None:
-    async with client.fetch(deadline_seconds) as body:
-        async for chunk in body.chunks():
-            relayed = relabeler.feed(chunk)
-            if relayed:
-                await _send(request, response, relayed)
-        # Until the first relayed byte the head is held back: a failure before it can still be a clean 502.
-        await _send(request, response, relabeler.finish())
+class RelayedScrape:
+    """One scraper's request for one upstream: the fetch, the relabeling and the streamed response."""
 
+    def __init__(self, request: web.Request, client: UpstreamClient, rules: Rules) -> None:
+        self.request = request
+        self.client = client
+        self.rules = rules
+        self.preferences = scraper_preferences(request.headers.get("Accept", ""))
+        self.response = web.StreamResponse()
+        self.relabeler = BodyRelabeler(rules)
+        self.started = time.monotonic()
 
-async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-    if not response.prepared:
-        await response.prepare(request)
-    if data:
-        await response.write(data)
+    async def run(self, deadline_seconds: float) -> None:
+        """Fetch, relabel and stream; raises ScrapeError (or TimeoutError from the caller's deadline)."""
+        async with self.client.fetch(deadline_seconds, openmetrics=self.preferences.openmetrics) as body:
+            utf8_names = self.preferences.utf8_names and not body.openmetrics
+            self.relabeler = BodyRelabeler(self.rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
+            self.response.headers["Content-Type"] = response_content_type(body.openmetrics, utf8_names)
+            async for chunk in body.chunks():
+                relayed = self.relabeler.feed(chunk)
+                if relayed:
+                    await self._send(relayed)
+            # Until the first relayed byte the head is held back: a failure before it is still a clean 502.
+            await self._send(self.relabeler.finish())
 
+    async def _send(self, data: bytes) -> None:
+        if not self.response.prepared:
+            await self.response.prepare(self.request)
+        if data:
+            await self.response.write(data)
 
-def _record(
-    runtime: Runtime,
-    client: UpstreamClient,
-    started: float,
-    response: web.StreamResponse,
-    *,
-    relabeler: BodyRelabeler,
-    error: ScrapeError | None,
-) -> None:
-    outcome = ScrapeOutcome(
-        at=time.time(),
-        duration=time.monotonic() - started,
-        ok=error is None,
-        relayed_bytes=response.body_length if response.prepared else 0,
-        reason=error.reason if error else "",
-        message=error.message if error else "",
-        samples_in=relabeler.samples_in,
-        samples_out=relabeler.samples_out,
-        dropped=dict(relabeler.dropped),
-    )
-    runtime.record(client.config, outcome, error)
+    def record(self, runtime: Runtime, error: ScrapeError | None) -> None:
+        """Count the finished scrape and keep its outcome for the landing page."""
+        response, relabeler = self.response, self.relabeler
+        outcome = ScrapeOutcome(
+            at=time.time(),
+            duration=time.monotonic() - self.started,
+            ok=error is None,
+            relayed_bytes=response.body_length if response.prepared else 0,
+            reason=error.reason if error else "",
+            message=error.message if error else "",
+            samples_in=relabeler.samples_in,
+            samples_out=relabeler.samples_out,
+            dropped=dict(relabeler.dropped),
+        )
+        runtime.record(self.client.config, outcome, error)
 
 
 async def self_metrics(request: web.Request) -> web.Response:

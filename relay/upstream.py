@@ -23,11 +23,11 @@ from relay.errors import (
     UpstreamStatusError,
     translate_client_error,
 )
+from relay.negotiation import answer_is_openmetrics, upstream_accept
 from relay.tls import Credentials, CredentialSource
 
 log = logging.getLogger(__name__)
 
-ACCEPT = "text/plain;version=0.0.4"
 USER_AGENT = f"metrics-relay/{__version__}"
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 _BODY_SNIPPET_BYTES = 200
@@ -38,6 +38,7 @@ class UpstreamBody:
     """The body of a good upstream answer, as decompressed chunks, with the size limit applied."""
 
     response: aiohttp.ClientResponse
+    openmetrics: bool  # the answer's format: OpenMetrics 1.0, or else the text format 0.0.4
     body_size_limit: int
     refusal_hint: str
     received: int = 0
@@ -73,15 +74,20 @@ class UpstreamClient:
         self._session = session
 
     @asynccontextmanager
-    async def fetch(self, deadline_seconds: float) -> AsyncIterator[UpstreamBody]:
-        """Send the request and check the answer's head; yield its body. Raises ScrapeError."""
+    async def fetch(
+        self, deadline_seconds: float, *, openmetrics: bool = False
+    ) -> AsyncIterator[UpstreamBody]:
+        """Send the request and check the answer's head; yield its body. Raises ScrapeError.
+
+        `openmetrics`: ask for OpenMetrics first (the text format is still accepted).
+        """
         credentials = self.credentials.current()
         hint = credentials.refusal_hint()
         try:
             response = await self._session.get(
                 self.config.url,
                 params=self.config.params or None,
-                headers=self._headers(credentials, deadline_seconds),
+                headers=self._headers(credentials, deadline_seconds, upstream_accept(openmetrics)),
                 ssl=credentials.ssl_context if credentials.ssl_context is not None else True,
                 server_hostname=self.config.tls_config.server_name,
                 allow_redirects=False,
@@ -89,13 +95,13 @@ class UpstreamClient:
         except Exception as exc:
             raise translate_client_error(exc, refusal_hint=hint) from exc
         async with response:
-            await self._check_head(response, hint)
-            yield UpstreamBody(response, self.config.body_size_limit, hint)
+            answered_openmetrics = await self._check_head(response, hint, openmetrics)
+            yield UpstreamBody(response, answered_openmetrics, self.config.body_size_limit, hint)
 
-    def _headers(self, credentials: Credentials, deadline_seconds: float) -> CIMultiDict[str]:
+    def _headers(self, credentials: Credentials, deadline_seconds: float, accept: str) -> CIMultiDict[str]:
         headers = CIMultiDict(
             {
-                "Accept": ACCEPT,
+                "Accept": accept,
                 "User-Agent": USER_AGENT,
                 # Tells the upstream how long it has, as Prometheus does.
                 SCRAPE_TIMEOUT_HEADER: f"{deadline_seconds:g}",
@@ -105,7 +111,8 @@ class UpstreamClient:
             headers["Authorization"] = credentials.authorization
         return headers
 
-    async def _check_head(self, response: aiohttp.ClientResponse, hint: str) -> None:
+    async def _check_head(self, response: aiohttp.ClientResponse, hint: str, openmetrics: bool) -> bool:
+        """Raise unless the answer is a 200 in a format the relay asked for; whether it is OpenMetrics."""
         if response.status != 200:
             snippet = await _snippet(response)
             message = f"upstream answered HTTP {response.status} {response.reason or ''}".rstrip()
@@ -115,20 +122,13 @@ class UpstreamClient:
                     message += f" ({hint})"
             raise UpstreamStatusError(message, f"{message}; body starts {snippet!r}")
         content_type = response.headers.get("Content-Type", "")
-        if not _is_text_exposition(response):
+        answered_openmetrics = answer_is_openmetrics(content_type, openmetrics)
+        if answered_openmetrics is None:
+            expected = upstream_accept(openmetrics)
             raise UpstreamContentTypeError(
-                f"upstream Content-Type is {content_type or 'missing'!r}, expected {ACCEPT!r}"
+                f"upstream Content-Type is {content_type or 'missing'!r}, expected {expected!r}"
             )
-
-
-def _is_text_exposition(response: aiohttp.ClientResponse) -> bool:
-    """Whether the answer is the Prometheus text format 0.0.4 (the version parameter may be absent)."""
-    if response.content_type != "text/plain" or "Content-Type" not in response.headers:
-        return False
-    params = dict(
-        part.strip().split("=", 1) for part in response.headers["Content-Type"].split(";")[1:] if "=" in part
-    )
-    return params.get("version", "0.0.4").strip('"') == "0.0.4"
+        return answered_openmetrics
 
 
 async def _snippet(response: aiohttp.ClientResponse) -> bytes:

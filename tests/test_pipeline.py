@@ -22,9 +22,11 @@ def rules(rules_yaml: str = "", **settings_: object) -> Rules:
     return Rules.for_upstream(parse(text, source="t.yml", base_dir=Path()).upstreams[0])
 
 
-def relay(body: bytes, relay_rules: Rules | None = None, chunk: int = 0) -> tuple[bytes, BodyRelabeler]:
+def relay(
+    body: bytes, relay_rules: Rules | None = None, chunk: int = 0, **options: bool
+) -> tuple[bytes, BodyRelabeler]:
     """Run `body` through a fresh BodyRelabeler, fed whole or in chunks of `chunk` bytes."""
-    relabeler = BodyRelabeler(relay_rules or rules())
+    relabeler = BodyRelabeler(relay_rules or rules(), **options)
     pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
     out = b"".join(relabeler.feed(piece) for piece in pieces) + relabeler.finish()
     return out, relabeler
