@@ -39,6 +39,9 @@ a UTF-8 name the text format 0.0.4 cannot carry; a series already sent in this b
 (only with `on_invalid_line: drop`)."""
 
 _LABEL_ONLY_ACTIONS = frozenset({"keep", "drop", "keepequal", "dropequal"})
+DUPLICATE_WATCH_LIMIT = 1_000_000
+"""Distinct series of one body checked for duplicates (about 60 MB); past it, repeats go through unchecked
+(and a Prometheus downstream still keeps only the first), so that memory stays bounded for any body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +271,8 @@ class BodyRelabeler:
                 if key in seen:
                     self.dropped["duplicate"] += 1
                     continue
-                seen.add(key)
+                if len(seen) < DUPLICATE_WATCH_LIMIT:
+                    seen.add(key)
             self.samples_out += 1
             if sample_limit and self.samples_out > sample_limit:
                 raise LimitExceededError(f"more samples than sample_limit ({sample_limit})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,30 @@ def test_memo_is_bounded_and_survives_scrapes():
     assert len(shared.series) <= 10
     second, _ = relay(body, shared)
     assert first == second == body
+
+
+def peak_memory_relaying(lines: int, relay_rules: Rules) -> int:
+    """Peak bytes allocated while relaying a body of `lines` distinct series in 64 KiB chunks."""
+    body = b"".join(b'series_total{pod="pod-%d",le="%d"} %d\n' % (i, i % 10, i) for i in range(lines))
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    del body
+    relabeler = BodyRelabeler(relay_rules)
+    tracemalloc.start()
+    try:
+        for chunk in chunks:
+            relabeler.feed(chunk)
+        relabeler.finish()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_body():
+    """Four times the body costs no more memory: the memo is bounded and nothing keeps the body."""
+    keep = "      - source_labels: [le]\n        regex: '[0-4]'\n        action: keep\n"
+    small = peak_memory_relaying(5_000, rules(keep, relabel_cache_size=500))
+    large = peak_memory_relaying(20_000, rules(keep, relabel_cache_size=500))
+    assert large < small * 1.5
 
 
 # --- the memoised path against an obviously correct reference --------------------------------------
