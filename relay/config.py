@@ -80,6 +80,7 @@ class UpstreamConfig:
     line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT
     relabel_cache_size: int = DEFAULT_RELABEL_CACHE_SIZE
     on_invalid_line: str = "fail"
+    min_interval: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class _Reader:
             "line_length_limit": self.size,
             "relabel_cache_size": self.count,
             "on_invalid_line": self.invalid_line_action,
+            "min_interval": self.duration,
         }
         for key, value_node in fields.items():
             value = converters[key](value_node, f"{path}.{key}")

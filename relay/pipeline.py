@@ -79,7 +79,7 @@ class Limits:
         return ""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a reload that changes an upstream makes new Rules, never equal to the old
 class Rules:
     """One upstream's relabeling: compiled program, limits, and the memo shared by its scrapes."""
 

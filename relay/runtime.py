@@ -12,7 +12,8 @@ import aiohttp
 from relay import config as config_module
 from relay.config import Config, UpstreamConfig
 from relay.errors import ClientTLSMaterialError, ConfigError, Problem, ScrapeError
-from relay.pipeline import Rules
+from relay.flight import Flights
+from relay.pipeline import BodyRelabeler, Rules
 from relay.selfmetrics import SelfMetrics
 from relay.tls import CredentialSource
 from relay.tls import check as check_credentials
@@ -80,9 +81,6 @@ class ScrapeOutcome:
     relayed_bytes: int
     reason: str = ""
     message: str = ""
-    samples_in: int = 0
-    samples_out: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +92,7 @@ class Runtime:
     metrics: SelfMetrics = field(default_factory=SelfMetrics)
     clients: dict[str, UpstreamClient] = field(default_factory=dict)
     rules: dict[str, Rules] = field(default_factory=dict)
+    flights: Flights = field(default_factory=Flights)
     outcomes: dict[str, ScrapeOutcome] = field(default_factory=dict)
     shutting_down: bool = False
     _session: aiohttp.ClientSession | None = None
@@ -181,16 +180,20 @@ class Runtime:
         metrics.upstream_up.labels(name).set(1 if outcome.ok else 0)
         if error is not None:
             metrics.scrape_failures.labels(name, error.reason).inc()
-        metrics.samples_received.labels(name).inc(outcome.samples_in)
-        metrics.samples_relayed.labels(name).inc(outcome.samples_out)
-        for reason, count in outcome.dropped.items():
-            metrics.samples_dropped.labels(name, reason).inc(count)
-        rules = self.rules.get(name)
-        if rules is not None:
-            metrics.relabel_cache_entries.labels(name).set(len(rules.series))
         client = self.clients.get(name)
         if client is not None:
             self._note_certificate(client)
+
+    def record_upstream_pass(self, rules: Rules, relabeler: BodyRelabeler) -> None:
+        """Count one upstream request and its relabel pass (shared by every scrape that joined it)."""
+        name = rules.upstream.name
+        metrics = self.metrics
+        metrics.upstream_requests.labels(name).inc()
+        metrics.samples_received.labels(name).inc(relabeler.samples_in)
+        metrics.samples_relayed.labels(name).inc(relabeler.samples_out)
+        for reason, count in relabeler.dropped.items():
+            metrics.samples_dropped.labels(name, reason).inc(count)
+        metrics.relabel_cache_entries.labels(name).set(len(rules.series))
 
     def _note_certificate(self, client: UpstreamClient) -> None:
         credentials = client.credentials.last_good

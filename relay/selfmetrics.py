@@ -61,6 +61,12 @@ class SelfMetrics:
             ["upstream"],
             registry=registry,
         )
+        self.upstream_requests = Counter(
+            "metrics_relay_upstream_requests",
+            "Requests sent to the upstream; concurrent scrapes share one.",
+            ["upstream"],
+            registry=registry,
+        )
         self.samples_received = Counter(
             "metrics_relay_samples_received",
             "Sample lines read from the upstream.",
@@ -117,6 +123,7 @@ class SelfMetrics:
             self.scrapes.remove(name)
             self.scrape_duration.remove(name)
             self.relayed_bytes.remove(name)
+            self.upstream_requests.remove(name)
             self.samples_received.remove(name)
             self.samples_relayed.remove(name)
             for error in SCRAPE_ERRORS:
@@ -130,6 +137,7 @@ class SelfMetrics:
             self.scrapes.labels(name)
             self.scrape_duration.labels(name)
             self.relayed_bytes.labels(name)
+            self.upstream_requests.labels(name)
             self.samples_received.labels(name)
             self.samples_relayed.labels(name)
             for error in SCRAPE_ERRORS:

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from relay import landing
 from relay.errors import ConfigError, DeadlineExceededError, ScrapeError
+from relay.flight import Flight
 from relay.negotiation import response_content_type, scraper_preferences
-from relay.pipeline import BodyRelabeler, Rules
+from relay.pipeline import BodyRelabeler
 from relay.runtime import Runtime, ScrapeOutcome
 from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
 
@@ -57,7 +58,7 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     client = runtime.client(name)
     if client is None:
         return _text(404, f"unknown upstream {name!r}")
-    scrape = RelayedScrape(request, client, runtime.rules[client.config.name])
+    scrape = RelayedScrape(request, runtime, client)
     timeout = effective_timeout(client.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
     try:
         async with asyncio.timeout(timeout):
@@ -68,9 +69,9 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
         error = exc
     else:
         await scrape.response.write_eof()
-        scrape.record(runtime, None)
+        scrape.record(None)
         return scrape.response
-    scrape.record(runtime, error)
+    scrape.record(error)
     response = scrape.response
     log.warning(
         "scrape failed",
@@ -90,39 +91,63 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
 
 
 class RelayedScrape:
-    """One scraper's request for one upstream: the fetch, the relabeling and the streamed response."""
+    """One scraper's request: it follows the upstream pass (flight) for its upstream and format."""
 
-    def __init__(self, request: web.Request, client: UpstreamClient, rules: Rules) -> None:
+    def __init__(self, request: web.Request, runtime: Runtime, client: UpstreamClient) -> None:
         self.request = request
+        self.runtime = runtime
         self.client = client
-        self.rules = rules
+        self.rules = runtime.rules[client.config.name]
         self.preferences = scraper_preferences(request.headers.get("Accept", ""))
         self.response = web.StreamResponse()
-        self.relabeler = BodyRelabeler(rules)
         self.started = time.monotonic()
 
     async def run(self, deadline_seconds: float) -> None:
-        """Fetch, relabel and stream; raises ScrapeError (or TimeoutError from the caller's deadline)."""
-        async with self.client.fetch(deadline_seconds, openmetrics=self.preferences.openmetrics) as body:
-            utf8_names = self.preferences.utf8_names and not body.openmetrics
-            self.relabeler = BodyRelabeler(self.rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
-            self.response.headers["Content-Type"] = response_content_type(body.openmetrics, utf8_names)
-            async for chunk in body.chunks():
-                relayed = self.relabeler.feed(chunk)
-                if relayed:
-                    await self._send(relayed)
+        """Stream the relabeled body; raises ScrapeError (or TimeoutError from the caller's deadline)."""
+        # Rules are replaced on a reload that changes the upstream, so flights never mix configurations.
+        key = (self.rules, self.preferences.openmetrics, self.preferences.utf8_names)
+        follower = self.runtime.flights.follower(
+            key,
+            lambda flight: self._upstream_pass(flight, deadline_seconds),
+            reuse_seconds=self.client.config.min_interval,
+        )
+        try:
+            async for piece in follower.pieces():
+                await self._send(piece, follower.content_type)
             # Until the first relayed byte the head is held back: a failure before it is still a clean 502.
-            await self._send(self.relabeler.finish())
+            await self._send(b"", follower.content_type)
+        finally:
+            follower.leave()
 
-    async def _send(self, data: bytes) -> None:
+    async def _upstream_pass(self, flight: Flight, deadline_seconds: float) -> None:
+        """The flight's work: fetch the upstream once, relabel, publish the pieces."""
+        relabeler = BodyRelabeler(self.rules)
+        try:
+            async with (
+                asyncio.timeout(deadline_seconds),
+                self.client.fetch(deadline_seconds, openmetrics=self.preferences.openmetrics) as body,
+            ):
+                utf8_names = self.preferences.utf8_names and not body.openmetrics
+                relabeler = BodyRelabeler(self.rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
+                flight.content_type = response_content_type(body.openmetrics, utf8_names)
+                async for chunk in body.chunks():
+                    await flight.publish(relabeler.feed(chunk))
+                await flight.publish(relabeler.finish())
+        except TimeoutError:
+            raise DeadlineExceededError(f"scrape deadline of {deadline_seconds:g}s exceeded") from None
+        finally:
+            self.runtime.record_upstream_pass(self.rules, relabeler)
+
+    async def _send(self, data: bytes, content_type: str) -> None:
         if not self.response.prepared:
+            self.response.headers["Content-Type"] = content_type
             await self.response.prepare(self.request)
         if data:
             await self.response.write(data)
 
-    def record(self, runtime: Runtime, error: ScrapeError | None) -> None:
+    def record(self, error: ScrapeError | None) -> None:
         """Count the finished scrape and keep its outcome for the landing page."""
-        response, relabeler = self.response, self.relabeler
+        response = self.response
         outcome = ScrapeOutcome(
             at=time.time(),
             duration=time.monotonic() - self.started,
@@ -130,11 +155,8 @@ class RelayedScrape:
             relayed_bytes=response.body_length if response.prepared else 0,
             reason=error.reason if error else "",
             message=error.message if error else "",
-            samples_in=relabeler.samples_in,
-            samples_out=relabeler.samples_out,
-            dropped=dict(relabeler.dropped),
         )
-        runtime.record(self.client.config, outcome, error)
+        self.runtime.record(self.client.config, outcome, error)
 
 
 async def self_metrics(request: web.Request) -> web.Response:
