@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from relay.errors import InvalidExpositionError, LimitExceededError
 
@@ -35,6 +36,10 @@ _QUOTED = r'"((?:\\.|[^\\"])*)"'
 _LABEL_ITEM = re.compile(
     rf"[ \t]*(?:([a-zA-Z_][a-zA-Z0-9_]*)|{_QUOTED})[ \t]*(?:(=)[ \t]*(?:{_QUOTED})?)?[ \t]*(,?)[ \t]*"
 )
+_SIMPLE_SERIES = re.compile(
+    rb'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*",)*[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")\})?'
+)
+_SIMPLE_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 _BARE_SERIES = re.compile(rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(.*)\})?[ \t]*", re.DOTALL)
 _BRACED_SERIES = re.compile(rb"[ \t]*\{(.*)\}[ \t]*", re.DOTALL)
 _GO_FLOAT = (
@@ -98,11 +103,38 @@ class LineBlocks:
             )
 
 
-def parse_series(series: bytes) -> tuple[str, dict[str, str], bool]:
-    """Name, labels and whether an empty label value was dropped, from `name{a="b",...}` text.
+class ParsedSeries(NamedTuple):
+    """A series text read: its name, its labels (with `__name__`), and facts about the text."""
 
-    The name is also in the labels as `__name__`. Raises InvalidExpositionError naming the problem.
+    name: str
+    labels: dict[str, str]
+    dropped_empty: bool  # an empty label value was left out
+    canonical: bool  # the text is already in the form serialize_series writes, if nothing was dropped
+
+
+def parse_series(series: bytes) -> ParsedSeries:
+    """Name, labels and facts about the text, from `name{a="b",...}`; InvalidExpositionError if invalid.
+
+    The common case (`name{a="b",c="d"}`, classic names, nothing escaped, no blanks) takes two regular
+    expressions; everything else goes through the full grammar.
     """
+    simple = _SIMPLE_SERIES.fullmatch(series)
+    if simple is not None:
+        try:
+            pairs = _SIMPLE_PAIR.findall(simple[2].decode("utf-8")) if simple[2] else []
+        except UnicodeDecodeError:
+            raise _invalid("invalid UTF-8", series) from None
+        labels = dict(pairs)
+        if len(labels) == len(pairs) and "__name__" not in labels:
+            name = simple[1].decode("ascii")
+            if all(pairs_value for _, pairs_value in pairs):
+                return ParsedSeries(name, {"__name__": name, **labels}, dropped_empty=False, canonical=True)
+            kept = {label: value for label, value in pairs if value}
+            return ParsedSeries(name, {"__name__": name, **kept}, dropped_empty=True, canonical=True)
+    return _parse_series_in_full(series)
+
+
+def _parse_series_in_full(series: bytes) -> ParsedSeries:
     try:
         text = series.decode("utf-8")
     except UnicodeDecodeError:
@@ -116,7 +148,7 @@ def parse_series(series: bytes) -> tuple[str, dict[str, str], bool]:
     name, labels, dropped_empty = _parse_label_body(body, name, series)
     if not name:
         raise _invalid("metric name not set", series)
-    return name, {"__name__": name, **labels}, dropped_empty
+    return ParsedSeries(name, {"__name__": name, **labels}, dropped_empty, canonical=False)
 
 
 def _parse_label_body(body: str, name: str | None, series: bytes) -> tuple[str | None, dict[str, str], bool]:

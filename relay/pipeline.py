@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from relay.config import UpstreamConfig
 from relay.errors import InvalidExpositionError, LimitExceededError
 from relay.exposition import (
     EOF_LINE,
     LineBlocks,
+    ParsedSeries,
     belongs_to_family,
     check_exemplar,
     legacy_names,
@@ -44,8 +46,7 @@ DUPLICATE_WATCH_LIMIT = 1_000_000
 (and a Prometheus downstream still keeps only the first), so that memory stays bounded for any body."""
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesResult:
+class SeriesResult(NamedTuple):  # a NamedTuple: built once per new series, so it must be cheap to make
     """What one series text becomes: its output text (None if dropped) and what later checks need."""
 
     output: bytes | None
@@ -69,6 +70,8 @@ class Limits:
 
     def violation(self, labels: dict[str, str]) -> str:
         """Which label limit the (relabeled) series breaks, or ''."""
+        if not (self.label_limit or self.label_name_length_limit or self.label_value_length_limit):
+            return ""
         if self.label_limit and len(labels) > self.label_limit:
             return f"a series has {len(labels)} labels, more than label_limit ({self.label_limit})"
         for label, value in labels.items():
@@ -117,22 +120,33 @@ class Rules:
     def learn_series(self, series: bytes) -> SeriesResult:
         """Parse and relabel a series text not seen before, and remember the result."""
         try:
-            name, labels, dropped_empty = parse_series(series)
+            parsed = parse_series(series)
         except InvalidExpositionError:
             if not self.drop_invalid_lines:
                 raise
             result = SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
         else:
-            result = self._relabel(series, name, labels, dropped_empty)
+            result = self._relabel(series, parsed)
         if len(self.series) >= self.memo_size:
             self.series.clear()  # a new generation; cheaper than tracking recency on every hit
         self.series[series] = result
         return result
 
-    def _relabel(self, series: bytes, name: str, labels: dict[str, str], dropped_empty: bool) -> SeriesResult:
-        relabeled = self.program.apply(labels) if not self.program.is_empty else labels
+    def _relabel(self, series: bytes, parsed: ParsedSeries) -> SeriesResult:
+        name, labels = parsed.name, parsed.labels
+        relabeled = labels if self.program.is_empty else self.program.apply(labels)
         if relabeled is None:
             return SeriesResult(None, name, renamed=False, drop_reason="relabel")
+        if relabeled is labels or relabeled == labels:
+            relabeled = labels  # same label set: keep the input's label order, and so its text
+            if parsed.canonical and not parsed.dropped_empty:  # the common case: the text goes out as it is
+                return SeriesResult(
+                    series,
+                    name,
+                    renamed=False,
+                    limit_error=self.limits.violation(labels),
+                    identity=self._identity(labels),
+                )
         new_name = relabeled.get("__name__", "")
         if not new_name:
             return SeriesResult(None, name, renamed=True, drop_reason="invalid_name")
@@ -145,19 +159,21 @@ class Rules:
                 renamed=new_name != name,
                 drop_reason="utf8_name",
                 limit_error=self.limits.violation(relabeled),
-                identity=hash(frozenset(relabeled.items())),
+                identity=self._identity(relabeled),
                 utf8_output=serialize_utf8_series(relabeled),
             )
-        if relabeled == labels:
-            relabeled = labels  # same label set: keep the input's label order, and so its text
         canonical = serialize_series(relabeled)
         return SeriesResult(
-            output=series if canonical == series and not dropped_empty else canonical,
+            output=series if canonical == series and not parsed.dropped_empty else canonical,
             name=new_name,
             renamed=new_name != name,
             limit_error=self.limits.violation(relabeled),
-            identity=hash(frozenset(relabeled.items())),
+            identity=self._identity(relabeled),
         )
+
+    def _identity(self, labels: dict[str, str]) -> int:
+        # Only rules that rewrite labels can make duplicates; the others need no identity.
+        return hash(frozenset(labels.items())) if self.rewrites_labels else 0
 
     def learn_tail(self, tail: bytes, *, openmetrics: bool) -> bytes | None:
         """The canonical form (` value[ timestamp]`) of what follows a series; None if invalid and dropped."""
@@ -219,67 +235,79 @@ class BodyRelabeler:
             raise InvalidExpositionError("invalid exposition: the OpenMetrics body ended without # EOF")
         return relayed + EOF_LINE + b"\n"
 
-    def _lines(self, lines: list[bytes]) -> bytes:  # noqa: PLR0912, PLR0915 - the hot loop stays in one frame
+    def _lines(self, lines: list[bytes]) -> bytes:  # noqa: PLR0912, PLR0915 - the hot loop is one frame
+        # Everything the loop touches is a local: attribute look-ups cost as much as the work per line.
         out: list[bytes] = []
         append = out.append
         rules = self.rules
-        series_memo = rules.series
+        series_memo_get = rules.series.get
+        learn_series = rules.learn_series
         openmetrics = self.openmetrics
-        tails_memo = rules.openmetrics_tails if openmetrics else rules.tails
+        tails_memo_get = (rules.openmetrics_tails if openmetrics else rules.tails).get
+        learn_tail = rules.learn_tail
         sample_limit = rules.limits.sample_limit
         dedup = rules.rewrites_labels
         seen = self._seen
-        for raw in lines:
-            line = raw
-            if self._ended or (openmetrics and (not line or line[0] in (32, 9))):
-                raise _openmetrics_error(line, self._ended)
-            if not line:
-                continue
-            first = line[0]
-            if first in (32, 9):  # leading blanks are allowed
-                line = line.lstrip(b" \t")
+        last_name = self._last_name
+        samples_in = samples_out = 0
+        try:
+            for raw in lines:
+                line = raw
+                if openmetrics and (self._ended or not line or line[0] in (32, 9)):
+                    raise _openmetrics_error(line, self._ended)
                 if not line:
                     continue
-                first = line[0]
-            if first == 35:  # '#'
-                self._comment(line)
-                continue
-            exemplar = b""
-            if openmetrics:
-                line, exemplar = _split_exemplar(line)
-            end = line.rfind(b"}")
-            if end < 0:
-                end = _end_of_bare_name(line)
-            series = line[: end + 1]
-            tail = line[end + 1 :]
-            result = series_memo.get(series) or rules.learn_series(series)
-            canonical_tail = tails_memo.get(tail) or rules.learn_tail(tail, openmetrics=openmetrics)
-            self.samples_in += 1
-            output = result.output
-            if output is None and self.utf8_names:
-                output = result.utf8_output
-            if output is None or canonical_tail is None:
-                self.dropped[result.drop_reason or "invalid_line"] += 1
-                continue
-            if result.limit_error:
-                raise LimitExceededError(result.limit_error)
-            if result.name != self._last_name:  # families run in blocks: check once per name change
-                self._last_name = result.name
-                self._describe(result, append)
-            if dedup:
-                key = result.identity
-                if key in seen:
-                    self.dropped["duplicate"] += 1
+                if line[0] < 58:  # not a name's first character nor '{': blanks, a comment, or invalid
+                    line = line.lstrip(b" \t")
+                    if not line:
+                        continue
+                    if line[0] == 35:  # '#'
+                        self._comment(line)
+                        last_name = ""
+                        continue
+                exemplar = b""
+                if openmetrics:
+                    line, exemplar = _split_exemplar(line)
+                end = line.rfind(b"}")
+                if end < 0:
+                    end = _end_of_bare_name(line)
+                series = line[: end + 1]
+                tail = line[end + 1 :]
+                result = series_memo_get(series) or learn_series(series)
+                canonical_tail = tails_memo_get(tail) or learn_tail(tail, openmetrics=openmetrics)
+                samples_in += 1
+                output = result.output
+                if output is None:
+                    output = result.utf8_output if self.utf8_names else None
+                    if output is None:
+                        self.dropped[result.drop_reason] += 1
+                        continue
+                if canonical_tail is None:
+                    self.dropped["invalid_line"] += 1
                     continue
-                if len(seen) < DUPLICATE_WATCH_LIMIT:
-                    seen.add(key)
-            self.samples_out += 1
-            if sample_limit and self.samples_out > sample_limit:
-                raise LimitExceededError(f"more samples than sample_limit ({sample_limit})")
-            if output is series and canonical_tail is tail and not exemplar:
-                append(line)
-            else:
-                append(output + canonical_tail + exemplar)
+                if result.limit_error:
+                    raise LimitExceededError(result.limit_error)
+                if result.name != last_name:  # families run in blocks: check once per name change
+                    last_name = result.name
+                    self._describe(result, append)
+                if dedup:
+                    key = result.identity
+                    if key in seen:
+                        self.dropped["duplicate"] += 1
+                        continue
+                    if len(seen) < DUPLICATE_WATCH_LIMIT:
+                        seen.add(key)
+                samples_out += 1
+                if output is series and canonical_tail is tail and not exemplar:
+                    append(line)
+                else:
+                    append(output + canonical_tail + exemplar)
+                if sample_limit and self.samples_out + samples_out > sample_limit:
+                    raise LimitExceededError(f"more samples than sample_limit ({sample_limit})")
+        finally:
+            self.samples_in += samples_in
+            self.samples_out += samples_out
+            self._last_name = last_name
         if not out:
             return b""
         out.append(b"")
@@ -293,7 +321,6 @@ class BodyRelabeler:
         if metadata.kind == b"EOF":
             self._ended = True
             return
-        self._last_name = ""
         if metadata.family != self._family:
             self._family = metadata.family
             self._family_type = b""

@@ -44,14 +44,15 @@ GOOD_SERIES = [
 @pytest.mark.parametrize(("text", "labels"), GOOD_SERIES, ids=[text for text, _ in GOOD_SERIES])
 def test_series_prometheus_accepts(text, labels):
     """Each series form Prometheus' text parser accepts gives the label set Prometheus stores."""
-    name, parsed, dropped_empty = parse_series(text.encode())
+    name, parsed, dropped_empty, _ = parse_series(text.encode())
     assert parsed == {"__name__": name, **labels}
     assert not dropped_empty
 
 
 def test_quoted_utf8_names():
     """Prometheus 3's quoted metric and label names are read from inside the braces."""
-    name, labels, _ = parse_series(b'{"go.gc_duration_seconds",quantile="0.5","a.b"="x"}')
+    name, labels, _, canonical = parse_series(b'{"go.gc_duration_seconds",quantile="0.5","a.b"="x"}')
+    assert not canonical
     assert name == "go.gc_duration_seconds"
     assert labels == {"__name__": name, "quantile": "0.5", "a.b": "x"}
     assert parse_series(b'{"my.metric",}')[0] == "my.metric"
@@ -59,7 +60,8 @@ def test_quoted_utf8_names():
 
 def test_empty_label_values_are_dropped_and_reported():
     """`a=""` is no label at all in Prometheus; the parser says one was dropped."""
-    assert parse_series(b'm{a="",b="1"}') == ("m", {"__name__": "m", "b": "1"}, True)
+    assert parse_series(b'm{a="",b="1"}') == ("m", {"__name__": "m", "b": "1"}, True, True)
+    assert parse_series(b'm{ a="",b="1"}') == ("m", {"__name__": "m", "b": "1"}, True, False)
 
 
 # Inputs Prometheus' parser refuses (model/textparse promparse_test.go's error cases, and more).

@@ -225,7 +225,7 @@ def reference(body: bytes, relay_rules: Rules) -> list[bytes]:
         if not line:
             continue
         end = line.rfind(b"}") if b"{" in line else line.find(b" ") - 1
-        _, labels, _ = parse_series(line[: end + 1])
+        labels = parse_series(line[: end + 1]).labels
         value, _ = split_tail(line[end + 1 :])
         result = relay_rules.program.apply(labels)
         if result is None or not result.get("__name__"):
