@@ -1,11 +1,12 @@
 """The configuration file: YAML text into frozen dataclasses, with defaults, strict keys and located errors.
 
 Pure: no file is opened here. `parse` takes the text; the files the configuration names (certificates,
-keys, tokens) are read and checked where they are used (tls.py, upstream.py) so that they can rotate.
+keys, tokens) are read and checked where they are used (tls.py) so that they can rotate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 from collections.abc import Callable, Iterator
@@ -82,6 +83,15 @@ class UpstreamConfig:
     on_invalid_line: str = "fail"
     min_interval: float = 0.0
 
+    def settings(self) -> UpstreamConfig:
+        """This upstream without its place in the file: equal when only the order of upstreams changed."""
+        rules = tuple(dataclasses.replace(rule, location="") for rule in self.metric_relabel_configs)
+        return dataclasses.replace(self, location="", metric_relabel_configs=rules)
+
+    def credential_settings(self) -> tuple[object, ...]:
+        """What the upstream's credentials depend on (rotating them must not forget the last good set)."""
+        return (self.url.split(":", 1)[0], self.tls_config, self.bearer_token_file)
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -89,10 +99,6 @@ class Config:
 
     source: str
     upstreams: tuple[UpstreamConfig, ...]
-
-    def upstream(self, name: str) -> UpstreamConfig | None:
-        """The upstream called `name`, or None."""
-        return next((upstream for upstream in self.upstreams if upstream.name == name), None)
 
 
 def parse(text: str, *, source: str, base_dir: Path) -> Config:

@@ -9,9 +9,11 @@
         ├── UpstreamStatusError      http_status   the upstream answered something other than 200
         ├── UpstreamContentTypeError content_type  the upstream's body is not the text exposition format
         ├── UpstreamBodyError        body          the body broke off before its announced end
-        ├── InvalidExpositionError   parse         the body is not valid text exposition format
+        ├── InvalidExpositionError   parse         the body is not valid text format or OpenMetrics
         ├── LimitExceededError       limit         a configured limit (body_size_limit, ...) was passed
-        └── DeadlineExceededError    deadline      the scrape's deadline passed (HTTP 504, all others 502)
+        ├── DeadlineExceededError    deadline      the scrape's deadline passed (HTTP 504, all others 502)
+        ├── ScraperGoneError         scraper_gone  the scraper disconnected or gave up first (counted only)
+        └── RelayInternalError       internal      a bug in the relay: logged with its traceback
 
 A ScrapeError's `message` is short, safe to show to a scraper and free of secrets; `detail` goes to the log.
 """
@@ -109,7 +111,7 @@ class UpstreamBodyError(ScrapeError):
 
 
 class InvalidExpositionError(ScrapeError):
-    """The upstream body is not valid Prometheus text format (Prometheus would fail the scrape too)."""
+    """The upstream body is not valid text format or OpenMetrics (Prometheus would fail the scrape too)."""
 
     reason = "parse"
 
@@ -127,6 +129,18 @@ class DeadlineExceededError(ScrapeError):
     status = 504
 
 
+class ScraperGoneError(ScrapeError):
+    """The scraper went away before its body was complete; recorded, never sent."""
+
+    reason = "scraper_gone"
+
+
+class RelayInternalError(ScrapeError):
+    """Something the relay did not expect: a bug, logged with its traceback."""
+
+    reason = "internal"
+
+
 SCRAPE_ERRORS: tuple[type[ScrapeError], ...] = (
     ClientTLSMaterialError,
     UpstreamConnectError,
@@ -137,6 +151,8 @@ SCRAPE_ERRORS: tuple[type[ScrapeError], ...] = (
     InvalidExpositionError,
     LimitExceededError,
     DeadlineExceededError,
+    ScraperGoneError,
+    RelayInternalError,
 )
 """Every concrete scrape failure, so that metrics can initialise one series per reason up front."""
 
@@ -147,6 +163,8 @@ def translate_client_error(  # noqa: PLR0911 - one return per kind of failure re
     exc: BaseException, *, refusal_hint: str = ""
 ) -> ScrapeError:
     """Turn an exception raised while talking to the upstream into the ScrapeError that names its cause.
+
+    Anything unexpected becomes a RelayInternalError (and is logged with its traceback by the caller).
 
     `refusal_hint` says why the upstream might refuse the relay's certificate (say, that it expired); it is
     given for TLS upstreams only, and added where a refused certificate often shows as a bare reset.
@@ -171,7 +189,7 @@ def translate_client_error(  # noqa: PLR0911 - one return per kind of failure re
         return _tls_error(exc, refusal_hint)
     if isinstance(exc, aiohttp.ClientError | OSError):
         return UpstreamConnectError(f"upstream request failed: {type(exc).__name__}", str(exc))
-    raise exc
+    return RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log", repr(exc))
 
 
 def _certificate_error(error: BaseException) -> UpstreamTLSError:

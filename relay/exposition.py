@@ -57,15 +57,17 @@ _EXEMPLAR = re.compile(
 )
 _INT64_MAX = (1 << 63) - 1
 _UNESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+_HELP_UNESCAPES = {"\\\\": "\\", "\\n": "\n"}
+_HELP_UNESCAPE = re.compile(r"\\[\\n]")
 _UNESCAPE = re.compile(r'\\[\\"n]')
 
 
 @dataclass(frozen=True, slots=True)
 class Metadata:
-    """A `# HELP` or `# TYPE` line: the family it names, and for TYPE the type."""
+    """A metadata line: the family it names, its kind, and its text (the type, for TYPE)."""
 
     family: str
-    kind: bytes  # b"HELP" or b"TYPE"
+    kind: bytes  # b"HELP", b"TYPE", and in OpenMetrics b"UNIT" and b"EOF" (with an empty family)
     text: bytes
 
 
@@ -74,26 +76,36 @@ class LineBlocks:
 
     def __init__(self, line_length_limit: int) -> None:
         self._limit = line_length_limit
-        self._carry = b""
+        # The unfinished line, in pieces: joining only once it ends keeps a long line linear in time.
+        self._carry: list[bytes] = []
+        self._carry_length = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The whole lines completed by `chunk` (without their newlines); raise if one is over the limit."""
-        data = self._carry + chunk if self._carry else chunk
-        cut = data.rfind(b"\n")
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            self._carry = data
-            self._check(len(data))
+            self._carry.append(chunk)
+            self._carry_length += len(chunk)
+            self._check(self._carry_length)
             return []
-        self._carry = data[cut + 1 :]
-        self._check(len(self._carry))
-        lines = data[:cut].split(b"\n")
+        if self._carry:
+            self._carry.append(chunk[:cut])
+            data = b"".join(self._carry)
+        else:
+            data = chunk[:cut]
+        rest = chunk[cut + 1 :]
+        self._carry = [rest] if rest else []
+        self._carry_length = len(rest)
+        self._check(len(rest))
+        lines = data.split(b"\n")
         if self._limit:
             self._check(max(map(len, lines)))
         return lines
 
     def finish(self) -> list[bytes]:
         """The last line when the body did not end in a newline (Prometheus accepts that)."""
-        last, self._carry = self._carry, b""
+        last = b"".join(self._carry)
+        self._carry, self._carry_length = [], 0
         return [last] if last else []
 
     def _check(self, length: int) -> None:
@@ -189,7 +201,8 @@ def split_tail(tail: bytes) -> tuple[bytes, bytes | None]:
         raise _invalid("expected a value and an optional timestamp after the series", tail)
     value, timestamp = match[1], match[2]
     _check_range(value)
-    if timestamp is not None and int(timestamp) > _INT64_MAX:
+    # Length first: int() of a huge digit string is slow, and refused past 4300 digits.
+    if timestamp is not None and (len(timestamp) > 19 or int(timestamp) > _INT64_MAX):
         raise _invalid("timestamp out of range", timestamp)
     return value, timestamp
 
@@ -248,6 +261,25 @@ def check_exemplar(exemplar: bytes) -> None:
     """Raise unless `exemplar` is ` # {labels} value[ timestamp]` as OpenMetrics writes it."""
     if _EXEMPLAR.fullmatch(exemplar) is None:
         raise _invalid("malformed exemplar", exemplar)
+
+
+def metadata_line(metadata: Metadata, *, utf8_names: bool) -> bytes | None:
+    """A text-format HELP/TYPE line in the form strict parsers take; None if the name cannot be written.
+
+    Prometheus reads `# TYPE "name" gauge` and unknown escapes in HELP; client_golang's parser does not:
+    the name goes unquoted when it can, and HELP text is re-escaped (`\\` and `\n` only).
+    """
+    if LEGACY_METRIC_NAME.fullmatch(metadata.family):
+        name = metadata.family
+    elif utf8_names:
+        name = f'"{escape_label_value(metadata.family)}"'
+    else:
+        return None
+    text = metadata.text
+    if metadata.kind == b"HELP":
+        unescaped = _HELP_UNESCAPE.sub(lambda match: _HELP_UNESCAPES[match[0]], text.decode("utf-8"))
+        text = unescaped.replace("\\", "\\\\").replace("\n", "\\n").encode()
+    return b"# " + metadata.kind + b" " + name.encode() + b" " + text
 
 
 def belongs_to_family(name: str, family: str, metric_type: bytes) -> bool:
@@ -315,5 +347,8 @@ def legacy_names(labels: dict[str, str]) -> bool:
 
 
 def _invalid(problem: str, text: bytes) -> InvalidExpositionError:
+    # The scraper gets the problem; the offending text, being the upstream's, goes to the log only.
     shown = text[:120].decode("utf-8", errors="backslashreplace")
-    return InvalidExpositionError(f"invalid exposition: {problem} in {shown!r}")
+    return InvalidExpositionError(
+        f"invalid exposition: {problem}", f"invalid exposition: {problem} in {shown!r}"
+    )

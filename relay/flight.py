@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 log = logging.getLogger(__name__)
 
 FOLLOWER_BACKLOG_BYTES = 4 << 20
-DEFAULT_HISTORY_LIMIT = 64 << 20
+DEFAULT_HISTORY_LIMIT = 16 << 20
 
 
 class Follower:
@@ -52,8 +52,10 @@ class Follower:
                     self._room.set()
                 yield piece
             if self._flight.finished:
-                if self._flight.error is not None:
-                    raise self._flight.error
+                error = self._flight.error
+                if error is not None:
+                    # One error object serves every follower: start each one's traceback afresh.
+                    raise error.with_traceback(None)
                 return
             self._ready.clear()
             await self._ready.wait()

@@ -25,6 +25,7 @@ from relay.exposition import (
     belongs_to_family,
     check_exemplar,
     legacy_names,
+    metadata_line,
     parse_metadata,
     parse_openmetrics_metadata,
     parse_series,
@@ -60,13 +61,13 @@ class SeriesResult(NamedTuple):  # a NamedTuple: built once per new series, so i
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Prometheus' per-scrape limits; 0 means none."""
+    """The per-scrape limits, Prometheus' and the relay's own line limit; 0 means none."""
 
     sample_limit: int = 0
     label_limit: int = 0
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
-    line_length_limit: int = 0
+    line_length_limit: int = 0  # not Prometheus': the longest line the relay reads (bounds its memory)
 
     def violation(self, labels: dict[str, str]) -> str:
         """Which label limit the (relabeled) series breaks, or ''."""
@@ -74,10 +75,11 @@ class Limits:
             return ""
         if self.label_limit and len(labels) > self.label_limit:
             return f"a series has {len(labels)} labels, more than label_limit ({self.label_limit})"
+        # Prometheus measures names and values in bytes.
         for label, value in labels.items():
-            if self.label_name_length_limit and len(label) > self.label_name_length_limit:
+            if self.label_name_length_limit and len(label.encode()) > self.label_name_length_limit:
                 return f"label name {label[:40]!r}… is longer than label_name_length_limit"
-            if self.label_value_length_limit and len(value) > self.label_value_length_limit:
+            if self.label_value_length_limit and len(value.encode()) > self.label_value_length_limit:
                 return f"the value of label {label!r} is longer than label_value_length_limit"
         return ""
 
@@ -151,8 +153,8 @@ class Rules:
         if not new_name:
             return SeriesResult(None, name, renamed=True, drop_reason="invalid_name")
         if not legacy_names(relabeled):
-            if relabeled is not labels and new_name != name:
-                return SeriesResult(None, new_name, renamed=True, drop_reason="invalid_name")
+            if relabeled is not labels and legacy_names(labels):  # a rule made a name invalid
+                return SeriesResult(None, new_name, renamed=new_name != name, drop_reason="invalid_name")
             return SeriesResult(
                 None,
                 new_name,
@@ -213,7 +215,7 @@ class BodyRelabeler:
     _family_type: bytes = b""
     _pending_metadata: list[bytes] = field(default_factory=list)
     _families_described: set[str] = field(default_factory=set)
-    _names_sent_bare: set[str] = field(default_factory=set)
+    _names_sent: set[str] = field(default_factory=set)
     _last_name: str = ""
     _seen: set[int] = field(default_factory=set)
     _ended: bool = False
@@ -327,22 +329,31 @@ class BodyRelabeler:
             self._pending_metadata = []
         if metadata.kind == b"TYPE":
             self._family_type = metadata.text
-        if metadata.family not in self._families_described and line not in self._pending_metadata:
-            self._pending_metadata.append(line)
+        if self.openmetrics:
+            written: bytes | None = line  # OpenMetrics metadata is strict already
+        else:
+            written = metadata_line(metadata, utf8_names=self.utf8_names)
+        if (
+            written is not None
+            and metadata.family not in self._families_described
+            and (written not in self._pending_metadata)
+        ):
+            self._pending_metadata.append(written)
 
     def _describe(self, result: SeriesResult, append: Callable[[bytes], None]) -> None:
-        """Send the pending metadata before a sample of their family; note samples sent without them."""
+        """Send the pending metadata before the first sample of their family; note every name sent.
+
+        Strict parsers refuse a TYPE for a name after samples of that name, which renamed series would
+        otherwise cause: a family whose name was already sent loses its metadata instead.
+        """
         family = self._family
-        if family and belongs_to_family(result.name, family, self._family_type):
-            if self._pending_metadata:
-                if family not in self._families_described and family not in self._names_sent_bare:
-                    for metadata_line in self._pending_metadata:
-                        append(metadata_line)
-                self._families_described.add(family)
-                self._pending_metadata = []
-            return
-        # A sample outside the described family: strict parsers refuse a TYPE for its name after it.
-        self._names_sent_bare.add(result.name)
+        if self._pending_metadata and family and belongs_to_family(result.name, family, self._family_type):
+            if family not in self._families_described and family not in self._names_sent:
+                for pending in self._pending_metadata:
+                    append(pending)
+            self._families_described.add(family)
+            self._pending_metadata = []
+        self._names_sent.add(result.name)
 
 
 def _split_exemplar(line: bytes) -> tuple[bytes, bytes]:

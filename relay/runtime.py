@@ -23,14 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def load_config(path: Path) -> Config:
-    """Read and parse the configuration file and compile its rules; ConfigError if anything is wrong."""
+    """Read and parse the configuration file; ConfigError if it is unreadable or invalid."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [Problem("", f"cannot read the configuration file: {exc}")]) from None
-    loaded = config_module.parse(text, source=str(path), base_dir=path.parent)
-    compile_rules(loaded, {})
-    return loaded
+    return config_module.parse(text, source=str(path), base_dir=path.parent)
 
 
 def compile_rules(config: Config, current: dict[str, Rules]) -> dict[str, Rules]:
@@ -39,7 +37,7 @@ def compile_rules(config: Config, current: dict[str, Rules]) -> dict[str, Rules]
     problems: list[Problem] = []
     for upstream in config.upstreams:
         kept = current.get(upstream.name)
-        if kept is not None and kept.upstream == upstream:
+        if kept is not None and kept.upstream.settings() == upstream.settings():
             rules[upstream.name] = kept
             continue
         try:
@@ -62,13 +60,16 @@ def credential_problems(config: Config) -> list[Problem]:
     return problems
 
 
-def load_checked(path: Path) -> Config:
-    """Load the configuration and its credential files; ConfigError with every problem otherwise."""
+def load_checked(
+    path: Path, current_rules: dict[str, Rules] | None = None
+) -> tuple[Config, dict[str, Rules]]:
+    """The configuration, its compiled rules and its checked credential files; ConfigError otherwise."""
     loaded = load_config(path)
+    rules = compile_rules(loaded, current_rules or {})
     problems = credential_problems(loaded)
     if problems:
         raise ConfigError(str(path), problems)
-    return loaded
+    return loaded, rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class ScrapeOutcome:
 class Runtime:
     """What the server reads on every request; replaced piecewise on reload."""
 
-    config_path: Path | None
+    config_path: Path
     config: Config
     metrics: SelfMetrics = field(default_factory=SelfMetrics)
     clients: dict[str, UpstreamClient] = field(default_factory=dict)
@@ -102,7 +103,7 @@ class Runtime:
         # One session: its connection pool is keyed by host and TLS context, so upstreams never share a
         # connection, and a rotated certificate gets new connections.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        self._apply(self.config)
+        self._apply(self.config, compile_rules(self.config, {}))
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(time.time())
         for problem in credential_problems(self.config):
@@ -118,33 +119,33 @@ class Runtime:
 
     def reload(self) -> None:
         """Load the configuration file again; on any problem keep the running one and raise ConfigError."""
-        if self.config_path is None:
-            raise ConfigError(
-                "<demo>", [Problem("", "the demo's configuration is built in; nothing to reload")]
-            )
         try:
-            new_config = load_checked(self.config_path)
+            new_config, rules = load_checked(self.config_path, self.rules)
         except ConfigError:
             self.metrics.reload_success.set(0)
             raise
-        self._apply(new_config)
+        self._apply(new_config, rules)
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(time.time())
         log.info("configuration reloaded", extra={"upstreams": len(new_config.upstreams)})
 
-    def _apply(self, new_config: Config) -> None:
-        """Swap in a configuration; an upstream whose settings did not change keeps its client."""
+    def _apply(self, new_config: Config, rules: dict[str, Rules]) -> None:
+        """Swap in a configuration; what did not change keeps its state (client, credentials, memo)."""
         if self._session is None:
             raise RuntimeError("Runtime.start() must run before a configuration is applied")
         clients = {}
         for upstream in new_config.upstreams:
             old = self.clients.get(upstream.name)
-            clients[upstream.name] = (
-                old
-                if old is not None and old.config == upstream
-                else UpstreamClient(upstream, self._session, CredentialSource(upstream))
+            if old is not None and old.config.settings() == upstream.settings():
+                clients[upstream.name] = old
+                continue
+            # Same files: keep the credential source, and with it the last good set.
+            same_files = (
+                old is not None and old.config.credential_settings() == upstream.credential_settings()
             )
-        self.rules = compile_rules(new_config, self.rules)
+            credentials = old.credentials if old is not None and same_files else CredentialSource(upstream)
+            clients[upstream.name] = UpstreamClient(upstream, self._session, credentials)
+        self.rules = rules
         self.config = new_config
         self.clients = clients
         self.outcomes = {name: outcome for name, outcome in self.outcomes.items() if name in clients}
@@ -172,6 +173,8 @@ class Runtime:
     def record(self, upstream: UpstreamConfig, outcome: ScrapeOutcome, error: ScrapeError | None) -> None:
         """Count a finished scrape in the metrics and keep it for the landing page."""
         name = upstream.name
+        if name not in self.clients:  # removed by a reload while it ran: its series are gone
+            return
         self.outcomes[name] = outcome
         metrics = self.metrics
         metrics.scrapes.labels(name).inc()
@@ -187,6 +190,8 @@ class Runtime:
     def record_upstream_pass(self, rules: Rules, relabeler: BodyRelabeler) -> None:
         """Count one upstream request and its relabel pass (shared by every scrape that joined it)."""
         name = rules.upstream.name
+        if name not in self.rules:  # removed by a reload while it ran: its series are gone
+            return
         metrics = self.metrics
         metrics.upstream_requests.labels(name).inc()
         metrics.samples_received.labels(name).inc(relabeler.samples_in)

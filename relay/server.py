@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import time
 
 from aiohttp import web
 
 from relay import landing
-from relay.errors import ConfigError, DeadlineExceededError, ScrapeError
-from relay.flight import Flight
-from relay.negotiation import response_content_type, scraper_preferences
-from relay.pipeline import BodyRelabeler
+from relay.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    RelayInternalError,
+    ScrapeError,
+    ScraperGoneError,
+)
+from relay.negotiation import scraper_preferences
 from relay.runtime import Runtime, ScrapeOutcome
 from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
+from relay.upstream_pass import upstream_pass
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ def effective_timeout(configured: float, scrape_timeout_header: str | None) -> f
 
 
 async def relay_metrics(request: web.Request) -> web.StreamResponse:
-    """Relay one upstream's body; 502/504 before the first byte, an aborted connection after it."""
+    """Relay one upstream's body; 502/504 before the first byte, a reset connection after it."""
     runtime = request.app[RUNTIME_KEY]
     name = request.match_info.get("name")
     client = runtime.client(name)
@@ -62,11 +70,17 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     timeout = effective_timeout(client.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
     try:
         async with asyncio.timeout(timeout):
-            await scrape.run(timeout)
+            await scrape.run()
     except TimeoutError:
         error: ScrapeError = DeadlineExceededError(f"scrape deadline of {timeout:g}s exceeded")
     except ScrapeError as exc:
         error = exc
+    except asyncio.CancelledError:
+        scrape.record(ScraperGoneError("the scraper went away before its body was complete"))
+        raise
+    except Exception as exc:
+        log.exception("unexpected error while relaying", extra={"upstream": client.config.name})
+        error = RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log")
     else:
         await scrape.response.write_eof()
         scrape.record(None)
@@ -84,10 +98,24 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     )
     if not response.prepared:
         return _text(error.status, error.message)
-    # Bytes went out already: only a broken connection tells the scraper the body is not whole.
-    if request.transport is not None:
-        request.transport.abort()
+    _reset(request)
     return response
+
+
+def _reset(request: web.Request) -> None:
+    """Break the connection so that the scraper cannot take the partial body for a whole one.
+
+    A plain close would look like a clean end to an HTTP/1.0 client (no chunked encoding there);
+    SO_LINGER 0 makes the close a reset, which every client reports as an error.
+    """
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class RelayedScrape:
@@ -102,13 +130,13 @@ class RelayedScrape:
         self.response = web.StreamResponse()
         self.started = time.monotonic()
 
-    async def run(self, deadline_seconds: float) -> None:
+    async def run(self) -> None:
         """Stream the relabeled body; raises ScrapeError (or TimeoutError from the caller's deadline)."""
         # Rules are replaced on a reload that changes the upstream, so flights never mix configurations.
         key = (self.rules, self.preferences.openmetrics, self.preferences.utf8_names)
         follower = self.runtime.flights.follower(
             key,
-            lambda flight: self._upstream_pass(flight, deadline_seconds),
+            lambda flight: upstream_pass(flight, self.runtime, self.client, self.rules, self.preferences),
             reuse_seconds=self.client.config.min_interval,
         )
         try:
@@ -118,25 +146,6 @@ class RelayedScrape:
             await self._send(b"", follower.content_type)
         finally:
             follower.leave()
-
-    async def _upstream_pass(self, flight: Flight, deadline_seconds: float) -> None:
-        """The flight's work: fetch the upstream once, relabel, publish the pieces."""
-        relabeler = BodyRelabeler(self.rules)
-        try:
-            async with (
-                asyncio.timeout(deadline_seconds),
-                self.client.fetch(deadline_seconds, openmetrics=self.preferences.openmetrics) as body,
-            ):
-                utf8_names = self.preferences.utf8_names and not body.openmetrics
-                relabeler = BodyRelabeler(self.rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
-                flight.content_type = response_content_type(body.openmetrics, utf8_names)
-                async for chunk in body.chunks():
-                    await flight.publish(relabeler.feed(chunk))
-                await flight.publish(relabeler.finish())
-        except TimeoutError:
-            raise DeadlineExceededError(f"scrape deadline of {deadline_seconds:g}s exceeded") from None
-        finally:
-            self.runtime.record_upstream_pass(self.rules, relabeler)
 
     async def _send(self, data: bytes, content_type: str) -> None:
         if not self.response.prepared:

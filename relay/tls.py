@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from relay.config import TLSConfig, UpstreamConfig
 from relay.errors import ClientTLSMaterialError
@@ -31,7 +31,6 @@ class CertificateFacts:
     subject: str
     not_before: datetime
     not_after: datetime
-    sha256: str
 
     def problem_at(self, now: datetime) -> str:
         """Why an upstream would refuse this certificate at `now`, or ''."""
@@ -48,7 +47,7 @@ class Credentials:
 
     ssl_context: ssl.SSLContext | None
     certificate: CertificateFacts | None
-    authorization: str | None
+    authorization: str | None = field(repr=False)  # a secret: never in a repr or a log line
     fingerprint: str
 
     def refusal_hint(self) -> str:
@@ -92,7 +91,7 @@ class CredentialSource:
         if self._good is not None and self._good.fingerprint == fingerprint:
             return self._good
         try:
-            credentials = _build(self._upstream, contents, fingerprint)
+            credentials = self._build_replacement(contents, fingerprint)
         except ClientTLSMaterialError as exc:
             return self._keep_last_good(exc, fingerprint)
         if self._good is not None:
@@ -101,6 +100,14 @@ class CredentialSource:
                 extra={"upstream": self._upstream.name, "fingerprint": fingerprint[:16]},
             )
         self._good = credentials
+        return credentials
+
+    def _build_replacement(self, contents: dict[str, bytes], fingerprint: str) -> Credentials:
+        """Credentials from new file contents; an expired certificate never replaces a good set."""
+        credentials = _build(self._upstream, contents, fingerprint)
+        expired = credentials.certificate.problem_at(datetime.now(UTC)) if credentials.certificate else ""
+        if expired and self._good is not None:
+            raise ClientTLSMaterialError("tls_config.cert_file", expired)
         return credentials
 
     def _keep_last_good(self, exc: ClientTLSMaterialError, fingerprint: str) -> Credentials:
@@ -135,20 +142,20 @@ def _paths(upstream: UpstreamConfig) -> dict[str, Path | None]:
 
 def _read_files(upstream: UpstreamConfig) -> dict[str, bytes]:
     contents = {}
-    for field, path in _paths(upstream).items():
+    for setting, path in _paths(upstream).items():
         if path is None:
             continue
         try:
-            contents[field] = path.read_bytes()
+            contents[setting] = path.read_bytes()
         except OSError as exc:
-            raise ClientTLSMaterialError(field, f"cannot read {path}: {exc.strerror or exc}") from None
+            raise ClientTLSMaterialError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
     return contents
 
 
 def _fingerprint(contents: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
-    for field in _FILE_FIELDS:
-        digest.update(field.encode() + b"\0" + contents.get(field, b"\0absent") + b"\0")
+    for setting in _FILE_FIELDS:
+        digest.update(setting.encode() + b"\0" + contents.get(setting, b"\0absent") + b"\0")
     return digest.hexdigest()
 
 
@@ -172,13 +179,23 @@ def _build(upstream: UpstreamConfig, contents: dict[str, bytes], fingerprint: st
         text = token.decode("utf-8", errors="replace").strip()
         if not text:
             raise ClientTLSMaterialError("bearer_token_file", "the file is empty")
+        if not text.isprintable():
+            raise ClientTLSMaterialError(
+                "bearer_token_file", "the token holds a line break or control character"
+            )
         authorization = f"Bearer {text}"
+    if certificate is not None and _fingerprint(_read_files(upstream)) != fingerprint:
+        # load_cert_chain read the files again: make sure it saw what was checked.
+        raise ClientTLSMaterialError("tls_config.cert_file", "the files changed while they were loaded")
     return Credentials(context, certificate, authorization, fingerprint)
 
 
 def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if ca_pem is not None:
+    # ca_file replaces the system's CAs, as in Prometheus: a public CA must not vouch for the upstream.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_pem is None:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
         try:
             context.load_verify_locations(cadata=ca_pem.decode("ascii", errors="replace"))
         except (ssl.SSLError, ValueError) as exc:
@@ -229,7 +246,6 @@ def _load_client_pair(
         subject=certificate.subject.rfc4514_string(),
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
-        sha256=certificate.fingerprint(hashes.SHA256()).hex(),
     )
 
 

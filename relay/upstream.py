@@ -95,7 +95,7 @@ class UpstreamClient:
         except Exception as exc:
             raise translate_client_error(exc, refusal_hint=hint) from exc
         async with response:
-            answered_openmetrics = await self._check_head(response, hint, openmetrics)
+            answered_openmetrics = await self._check_head(response, credentials, openmetrics)
             yield UpstreamBody(response, answered_openmetrics, self.config.body_size_limit, hint)
 
     def _headers(self, credentials: Credentials, deadline_seconds: float, accept: str) -> CIMultiDict[str]:
@@ -111,10 +111,15 @@ class UpstreamClient:
             headers["Authorization"] = credentials.authorization
         return headers
 
-    async def _check_head(self, response: aiohttp.ClientResponse, hint: str, openmetrics: bool) -> bool:
+    async def _check_head(
+        self, response: aiohttp.ClientResponse, credentials: Credentials, openmetrics: bool
+    ) -> bool:
         """Raise unless the answer is a 200 in a format the relay asked for; whether it is OpenMetrics."""
+        hint = credentials.refusal_hint()
         if response.status != 200:
             snippet = await _snippet(response)
+            if credentials.authorization is not None:  # an upstream may echo the request's headers
+                snippet = snippet.replace(credentials.authorization.encode(), b"<redacted>")
             message = f"upstream answered HTTP {response.status} {response.reason or ''}".rstrip()
             if response.status in (400, 401, 403):
                 message += "; it did not accept the relay's credentials"

@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 
 from relay.config import RelabelRuleSpec
 from relay.errors import ConfigError
+from relay.goregexp import go_lower, go_upper
 from relay.relabel import (
     ACTIONS,
     RelabelProgram,
-    go_lower,
-    go_upper,
     is_valid_label_name,
     is_valid_metric_name,
 )
