@@ -33,6 +33,8 @@ _GO_GROUP_NAME = re.compile(r"[A-Za-z0-9_]+")
 _MAX_REPEAT: Final = 1000
 MEMO_SIZE: Final = 4096
 """The most results a per-regex memo of results by text holds; it is cleared when full."""
+MEMO_TEXT_LIMIT: Final = 256
+"""Longer texts are matched every time rather than remembered, so a memo stays small whatever comes in."""
 
 
 def _re2_options() -> object:
@@ -244,9 +246,10 @@ class AnchoredRegex:
         matched = self._matched.get(text)
         if matched is None:
             matched = self._compiled.search(go_bytes(text)) is not None
-            if len(self._matched) >= MEMO_SIZE:
-                self._matched.clear()
-            self._matched[text] = matched
+            if len(text) <= MEMO_TEXT_LIMIT:
+                if len(self._matched) >= MEMO_SIZE:
+                    self._matched.clear()
+                self._matched[text] = matched
         return matched
 
     def replace_all(self, data: bytes, first: Span, template: Template) -> bytes:

@@ -11,6 +11,7 @@ sample of their family, never twice, and never after samples of the same name; n
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ a UTF-8 name the text format 0.0.4 cannot carry; a series already sent in this b
 (only with `on_invalid_line: drop`)."""
 
 _LABEL_ONLY_ACTIONS = frozenset({"keep", "drop", "keepequal", "dropequal"})
+_OPENMETRICS_LABEL_SET = re.compile(rb'[^{ ]*\{(?:[^"}]|"(?:\\.|[^\\"])*")*\}')
+MEMO_BYTE_LIMIT = 64 << 20
+"""The series memo's text, whatever relabel_cache_size says: long series cannot make it grow past this."""
 DUPLICATE_WATCH_LIMIT = 1_000_000
 """Distinct series of one body checked for duplicates (about 60 MB); past it, repeats go through unchecked
 (and a Prometheus downstream still keeps only the first), so that memory stays bounded for any body."""
@@ -95,6 +99,7 @@ class Rules:
     memo_size: int = 100_000
     rewrites_labels: bool = False
     series: dict[bytes, SeriesResult] = field(default_factory=dict)
+    memo_bytes: int = 0
     tails: dict[bytes, bytes] = field(default_factory=dict)
     openmetrics_tails: dict[bytes, bytes] = field(default_factory=dict)
 
@@ -129,9 +134,12 @@ class Rules:
             result = SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
         else:
             result = self._relabel(series, parsed)
-        if len(self.series) >= self.memo_size:
+        size = len(series) + len(result.output or b"")
+        if len(self.series) >= self.memo_size or self.memo_bytes + size > MEMO_BYTE_LIMIT:
             self.series.clear()  # a new generation; cheaper than tracking recency on every hit
+            self.memo_bytes = 0
         self.series[series] = result
+        self.memo_bytes += size
         return result
 
     def _relabel(self, series: bytes, parsed: ParsedSeries) -> SeriesResult:
@@ -361,6 +369,11 @@ def _split_exemplar(line: bytes) -> tuple[bytes, bytes]:
     mark = line.find(b" # ")
     if mark < 0:
         return line, b""
+    labels = _OPENMETRICS_LABEL_SET.match(line)
+    if labels is not None and labels.end() > mark:  # the ` # ` was inside a quoted label value
+        mark = line.find(b" # ", labels.end())
+        if mark < 0:
+            return line, b""
     exemplar = line[mark:]
     check_exemplar(exemplar)
     return line[:mark], exemplar

@@ -53,6 +53,7 @@ from relay.errors import ConfigError, Problem
 from relay.exposition import LEGACY_LABEL_NAME, LEGACY_METRIC_NAME
 from relay.goregexp import (
     MEMO_SIZE,
+    MEMO_TEXT_LIMIT,
     RE2_OPTIONS,
     AnchoredRegex,
     compile_template,
@@ -287,9 +288,10 @@ class _LabelMap(_Rule):
         data = go_bytes(name)
         span = self.regex.find(data)
         new_name = None if span is None else go_string(self.regex.replace_all(data, span, self.replacement))
-        if len(self._mapped) >= MEMO_SIZE:
-            self._mapped.clear()
-        self._mapped[name] = new_name
+        if len(name) <= MEMO_TEXT_LIMIT:
+            if len(self._mapped) >= MEMO_SIZE:
+                self._mapped.clear()
+            self._mapped[name] = new_name
         return new_name
 
 

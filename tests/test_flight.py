@@ -220,3 +220,49 @@ async def test_a_body_too_big_to_replay_closes_the_flight_to_newcomers():
     assert flight.join() is None
     assert first is not None
     assert b"".join([piece async for piece in first.pieces()]) == b"a" * 10 + b"b" * 10
+
+
+async def test_a_joined_scrape_keeps_its_own_deadline(pki, tmp_path):
+    """A scraper joining one with a short timeout is not cut off at the other's deadline."""
+    started = asyncio.Event()
+    async with (
+        running_upstream(pki.server_context(), slow_body(0.15, started=started)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+        aiohttp.ClientSession() as session,
+    ):
+        url = f"{relay.base_url}/metrics"
+        hasty = asyncio.create_task(
+            scrape_until_broken(session, url, {"X-Prometheus-Scrape-Timeout-Seconds": "1"})
+        )
+        await started.wait()
+        patient = await scrape(session, url, **{"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+        assert await hasty == "broken"
+        assert patient == (200, BODY)
+        assert len(upstream.requests) == 1
+
+
+async def scrape_until_broken(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> str:
+    """'broken' when the body breaks off (as at a deadline after the first byte), else 'complete'."""
+    try:
+        async with session.get(url, headers=headers) as response:
+            await response.read()
+    except aiohttp.ClientPayloadError:
+        return "broken"
+    return "complete"
+
+
+async def test_a_scraper_that_leaves_is_counted(pki, tmp_path):
+    """A scraper disconnecting half way is counted as a failed scrape with reason scraper_gone."""
+    started = asyncio.Event()
+    async with (
+        running_upstream(pki.server_context(), slow_body(0.05, started=started)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+    ):
+        async with aiohttp.ClientSession() as session, session.get(f"{relay.base_url}/metrics") as response:
+            await response.content.readany()
+        for _ in range(50):
+            if "test" in relay.runtime.outcomes:
+                break
+            await asyncio.sleep(0.02)
+        assert relay.runtime.outcomes["test"].reason == "scraper_gone"
+        assert len(upstream.requests) == 1

@@ -275,3 +275,32 @@ def test_memoised_path_matches_the_reference(rule_set, lines, chunk):
     for _ in range(2):  # cold memo, then warm
         out, _ = relay(body, relay_rules, chunk=chunk)
         assert [line for line in out.split(b"\n") if line] == expected
+
+
+def test_a_rename_into_a_later_counter_family_keeps_the_body_strict():
+    """Renaming `a` to `a_total` before family a_total's TYPE drops that TYPE rather than repeat it late."""
+    rename = (
+        "      - source_labels: [__name__]\n        regex: a\n        target_label: __name__\n"
+        "        replacement: a_total\n"
+    )
+    body = b'# TYPE a counter\na 1\n# TYPE a_total counter\na_total{x="1"} 2\n'
+    out, _ = relay(body, rules(rename))
+    assert out == b'# TYPE a counter\na_total 1\na_total{x="1"} 2\n'
+
+
+def test_metadata_is_rewritten_in_the_form_strict_parsers_take():
+    """Quoted classic names lose their quotes; HELP escapes Prometheus tolerates are written properly."""
+    body = b'# HELP "m" a\\q \\\\ b\\nc\n# TYPE "m" gauge\nm 1\n'
+    assert relay(body)[0] == b"# HELP m a\\\\q \\\\ b\\nc\n# TYPE m gauge\nm 1\n"
+
+
+def test_label_length_limits_count_bytes():
+    """As in Prometheus, a three-letter value of two-byte letters is six bytes long."""
+    with pytest.raises(LimitExceededError, match="label_value_length_limit"):
+        relay('m{b="ééé"} 1\n'.encode(), rules(label_value_length_limit=5))
+
+
+def test_openmetrics_hash_inside_a_label_value_is_no_exemplar():
+    """` # ` inside a quoted label value does not start an exemplar."""
+    body = b'a{b="x # y"} 1 # {t="1"} 2\na{b="z"} 3\n# EOF\n'
+    assert relay(body, openmetrics=True)[0] == body

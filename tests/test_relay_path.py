@@ -384,3 +384,71 @@ async def test_relay_survives_failures_and_counts_them(pki, tmp_path):
     assert 'metrics_relay_scrape_failures_total{reason="deadline",upstream="test"} 0.0' in text
     assert 'metrics_relay_scrapes_total{upstream="test"} 2.0' in text
     assert 'metrics_relay_upstream_up{upstream="test"} 1.0' in text
+
+
+async def test_a_broken_body_resets_even_an_http_1_0_scraper(pki, tmp_path):
+    """HTTP/1.0 has no chunked end marker: the relay resets the connection so a partial body is an error."""
+
+    async def truncated(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
+        response.content_length = len(BODY)
+        await response.prepare(request)
+        await response.write(BODY[: len(BODY) // 2])
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async with (
+        running_upstream(pki.server_context(), truncated) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+    ):
+        host, port = relay.base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: relay\r\n\r\n")
+        await writer.drain()
+        with pytest.raises(ConnectionResetError):
+            await read_to_the_end(reader)
+        writer.close()
+
+
+async def read_to_the_end(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "message"),
+    [
+        (b"a 1 " + b"9" * 5000 + b"\n", "parse", b"timestamp out of range"),
+        (b"a 1_000\n", "parse", b"invalid exposition"),
+    ],
+)
+async def test_invalid_bodies_are_counted_502s_without_the_upstream_text(
+    pki, tmp_path, body, reason, message
+):
+    """A body Prometheus would refuse fails the scrape with reason parse; the 502 names the problem only."""
+    async with (
+        running_upstream(pki.server_context(), body_handler(body)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+    ):
+        status, _, answer = await scrape(f"{relay.base_url}/metrics")
+        assert relay.runtime.outcomes["test"].reason == reason
+    assert status == 502
+    assert message in answer
+    assert b"1_000" not in answer
+    assert b"99999" not in answer
+
+
+async def test_a_token_with_a_line_break_is_a_client_credentials_error(pki, tmp_path):
+    """A token that cannot go into a header is refused as unusable credentials, not a crash."""
+    (tmp_path / "token").write_text("abc\ndef\n")
+    extra = f"    bearer_token_file: {tmp_path / 'token'}\n"
+    async with (
+        running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files(), extra), tmp_path) as relay,
+    ):
+        status, _, answer = await scrape(f"{relay.base_url}/metrics")
+    assert status == 502
+    assert b"bearer_token_file: the token holds a line break" in answer
+    assert b"abc" not in answer

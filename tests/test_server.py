@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from relay.config import parse
+from relay.tls import CredentialSource
 from tests.support import (
     ClientFiles,
     Pki,
@@ -219,3 +223,33 @@ async def test_rotated_credentials_are_used_and_broken_ones_are_not(pki, tmp_pat
         assert (await get(f"{relay.base_url}/metrics"))[
             2
         ] == f'client_certificate_info{{serial="{serial(renewed)}"}} 1\n'
+
+
+def test_ca_file_replaces_the_system_cas(pki):
+    """With ca_file set, only that CA vouches for the upstream: public CAs are not trusted too."""
+    files = pki.client_files()
+    with_ca = parse(config_yaml("https://h/m", files), source="r.yml", base_dir=Path()).upstreams[0]
+    without_ca = parse(config_yaml("https://h/m"), source="r.yml", base_dir=Path()).upstreams[0]
+    context = CredentialSource(with_ca).current().ssl_context
+    assert context is not None
+    assert context.cert_store_stats()["x509_ca"] == 1
+    system = CredentialSource(without_ca).current().ssl_context
+    assert system is not None
+    assert context.verify_mode == system.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_an_expired_certificate_never_replaces_a_good_one(pki):
+    """A rotation to an already expired certificate keeps the last good set in use."""
+    files = pki.client_files()
+    source = CredentialSource(
+        parse(config_yaml("https://h/m", files), source="r.yml", base_dir=Path()).upstreams[0]
+    )
+    good = source.current()
+    expired = pki.client_ca.issue_cert(
+        "old@test",
+        not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        not_after=datetime.datetime(2021, 1, 1, tzinfo=datetime.UTC),
+    )
+    expired.cert_chain_pems[0].write_to_path(str(files.cert_file))
+    expired.private_key_pem.write_to_path(str(files.key_file))
+    assert source.current() is good
