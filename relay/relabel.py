@@ -50,7 +50,7 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type informati
 
 from relay.config import RelabelRuleSpec
 from relay.errors import ConfigError, Problem
-from relay.exposition import LEGACY_LABEL_NAME, LEGACY_METRIC_NAME
+from relay.exposition import LEGACY_LABEL_NAME
 from relay.goregexp import (
     MEMO_SIZE,
     MEMO_TEXT_LIMIT,
@@ -84,7 +84,6 @@ _NEEDS_TARGET: Final = frozenset({"replace", "hashmod", "lowercase", "uppercase"
 _TARGET_IS_PLAIN_NAME: Final = frozenset({"hashmod", "lowercase", "uppercase", "keepequal", "dropequal"})
 _DEFAULT = RelabelRuleSpec(location="")
 _MAX_MODULUS: Final = 2**64 - 1
-_NAME: Final = "__name__"
 
 # A legacy label name in which `$1`, `$name` and `${name}` may stand for parts: what Prometheus accepts as a
 # `replace` target or `labelmap` replacement. Run by RE2 because its alternatives overlap (`$ab` is one
@@ -95,11 +94,6 @@ _TEMPLATE_NAME = re2.compile(r"(?:[A-Za-z_]|\$(?:\{\w+\}|\w+))(?:\w|\$(?:\{\w+\}
 def is_valid_label_name(name: str) -> bool:
     """Whether `name` is a label name every text-format consumer accepts (the legacy character set)."""
     return LEGACY_LABEL_NAME.fullmatch(name) is not None
-
-
-def is_valid_metric_name(name: str) -> bool:
-    """Whether `name` is a metric name every text-format consumer accepts (the legacy character set)."""
-    return LEGACY_METRIC_NAME.fullmatch(name) is not None
 
 
 def _is_template_name(text: str) -> bool:
@@ -166,10 +160,6 @@ class _Rule:
     def apply(self, state: _LabelState) -> bool:
         raise NotImplementedError
 
-    def reads_only_name(self) -> bool:
-        """True when the rule only keeps or drops, by nothing but `__name__`."""
-        return False
-
 
 class _Filter(_Rule):
     """keep and drop: the series' fate by whether the regex matches the joined source values."""
@@ -184,9 +174,6 @@ class _Filter(_Rule):
     def apply(self, state: _LabelState) -> bool:
         return self.regex.matches(self.joined(state)) == self.keep_on_match
 
-    def reads_only_name(self) -> bool:
-        return all(name == _NAME for name in self.source_labels)
-
 
 class _Equal(_Rule):
     """keepequal and dropequal: the series' fate by whether the target label equals the joined values."""
@@ -200,9 +187,6 @@ class _Equal(_Rule):
 
     def apply(self, state: _LabelState) -> bool:
         return (state.get(self.target) == self.joined(state)) == self.keep_on_equal
-
-    def reads_only_name(self) -> bool:
-        return self.target == _NAME and all(name == _NAME for name in self.source_labels)
 
 
 class _Replace(_Rule):
@@ -424,15 +408,6 @@ class RelabelProgram:
     def is_empty(self) -> bool:
         """True when there are no rules, so every series passes unchanged."""
         return not self._rules
-
-    @property
-    def locations(self) -> tuple[str, ...]:
-        """Each rule's place in the configuration, in order."""
-        return tuple(rule.location for rule in self._rules)
-
-    def reads_only_name(self) -> bool:
-        """True when every rule only keeps or drops by `__name__`: then the name alone decides a series."""
-        return all(rule.reads_only_name() for rule in self._rules)
 
     def apply(self, labels: Mapping[str, str]) -> Labels | None:
         """The series' labels after every rule, or None if dropped; `labels` is left as it is.

@@ -15,10 +15,12 @@ from relay import landing
 from relay.errors import (
     ConfigError,
     DeadlineExceededError,
+    InvalidExpositionError,
     RelayInternalError,
     ScrapeError,
     ScraperGoneError,
 )
+from relay.exposition import escape_label_value, parse_series
 from relay.negotiation import scraper_preferences
 from relay.runtime import Runtime, ScrapeOutcome
 from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
@@ -38,6 +40,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/metrics", relay_metrics)
     app.router.add_get("/metrics/{name}", relay_metrics)
     app.router.add_get("/relay/metrics", self_metrics)
+    app.router.add_get("/relay/relabel", relabel_trace)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
@@ -172,6 +175,32 @@ async def self_metrics(request: web.Request) -> web.Response:
     """The relay's own metrics, never mixed with relayed ones."""
     body, content_type = request.app[RUNTIME_KEY].metrics.exposition(request.headers.get("Accept", ""))
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def relabel_trace(request: web.Request) -> web.Response:
+    """What each rule does to one series: `?upstream=NAME&series=name{a="b"}` (default: first upstream)."""
+    runtime = request.app[RUNTIME_KEY]
+    client = runtime.client(request.query.get("upstream"))
+    series = request.query.get("series", "")
+    if client is None:
+        return _text(404, f"unknown upstream {request.query.get('upstream')!r}")
+    if not series:
+        return _text(400, 'give the series to trace: ?series=name{a="b"}')
+    try:
+        labels = parse_series(series.encode()).labels
+    except InvalidExpositionError as exc:
+        return _text(400, exc.detail)
+    lines = [f"input: {format_labels(labels)}"]
+    for location, result in runtime.rules[client.config.name].program.trace(labels):
+        lines.append(f"{location}: {'dropped' if result is None else format_labels(result)}")
+    if len(lines) == 1:
+        lines.append("no metric_relabel_configs: the series passes unchanged")
+    return _text(200, "\n".join(lines))
+
+
+def format_labels(labels: dict[str, str]) -> str:
+    """A label set as `{name="value", ...}`, `__name__` included, for people to read."""
+    return "{" + ", ".join(f'{name}="{escape_label_value(value)}"' for name, value in labels.items()) + "}"
 
 
 async def healthy(_request: web.Request) -> web.Response:

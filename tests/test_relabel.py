@@ -20,7 +20,6 @@ from relay.relabel import (
     ACTIONS,
     RelabelProgram,
     is_valid_label_name,
-    is_valid_metric_name,
 )
 from tests.support import require_tool
 
@@ -553,17 +552,6 @@ def test_trace_names_the_rule_that_dropped():
     ]
 
 
-def test_reads_only_name():
-    """Only programs of keep/drop/keepequal/dropequal rules that read nothing but __name__ qualify."""
-    name_only = {"source_labels": ("__name__",), "regex": "go_.*", "action": "drop"}
-    assert program(
-        name_only, {"source_labels": ("__name__",), "action": "keep", "regex": ".+"}
-    ).reads_only_name()
-    assert not program(name_only, {"source_labels": ("job",), "action": "drop"}).reads_only_name()
-    assert not program(name_only, {"target_label": "x", "replacement": "y"}).reads_only_name()
-    assert not program({"regex": "x", "action": "labeldrop"}).reads_only_name()
-
-
 def test_empty_program_passes_labels_through():
     """With no rules the program is empty and returns a copy of the labels without empty values."""
     empty = program()
@@ -939,15 +927,6 @@ def test_case_mapping_is_one_character_to_one(text):
 def test_is_valid_label_name(name, valid):
     """Legacy label names: letters, digits and '_', not starting with a digit."""
     assert is_valid_label_name(name) is valid
-
-
-@pytest.mark.parametrize(
-    ("name", "valid"),
-    [("up", True), ("job:rate5m", True), (":x", True), ("1x", False), ("", False), ("a-b", False)],
-)
-def test_is_valid_metric_name(name, valid):
-    """Legacy metric names: letters, digits, '_' and ':', not starting with a digit."""
-    assert is_valid_metric_name(name) is valid
 
 
 def test_results_stay_right_past_the_per_rule_memo():
