@@ -79,6 +79,8 @@ class LineBlocks:
         # The unfinished line, in pieces: joining only once it ends keeps a long line linear in time.
         self._carry: list[bytes] = []
         self._carry_length = 0
+        self.last_block = b""
+        """The bytes of the lines last returned, newlines between them (callers may send it as it is)."""
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The whole lines completed by `chunk` (without their newlines); raise if one is over the limit."""
@@ -97,6 +99,7 @@ class LineBlocks:
         self._carry = [rest] if rest else []
         self._carry_length = len(rest)
         self._check(len(rest))
+        self.last_block = data
         lines = data.split(b"\n")
         if self._limit:
             self._check(max(map(len, lines)))
@@ -106,6 +109,7 @@ class LineBlocks:
         """The last line when the body did not end in a newline (Prometheus accepts that)."""
         last = b"".join(self._carry)
         self._carry, self._carry_length = [], 0
+        self.last_block = last
         return [last] if last else []
 
     def _check(self, length: int) -> None:

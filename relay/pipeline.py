@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from relay.config import UpstreamConfig
 from relay.errors import InvalidExpositionError, LimitExceededError
@@ -57,6 +57,7 @@ class SeriesResult(NamedTuple):  # a NamedTuple: built once per new series, so i
     output: bytes | None
     name: str
     renamed: bool
+    unchanged: bool = False  # the output is the series text as it came: the line can go out as it is
     drop_reason: str = ""
     limit_error: str = ""
     identity: int = 0  # equal for equal label sets, whatever their order: finds duplicates
@@ -100,8 +101,8 @@ class Rules:
     rewrites_labels: bool = False
     series: dict[bytes, SeriesResult] = field(default_factory=dict)
     memo_bytes: int = 0
-    tails: dict[bytes, bytes] = field(default_factory=dict)
-    openmetrics_tails: dict[bytes, bytes] = field(default_factory=dict)
+    tails: dict[bytes, bytes | bool] = field(default_factory=dict)  # True: already canonical
+    openmetrics_tails: dict[bytes, bytes | bool] = field(default_factory=dict)
 
     @classmethod
     def for_upstream(cls, upstream: UpstreamConfig) -> Rules:
@@ -173,10 +174,12 @@ class Rules:
                 utf8_output=serialize_utf8_series(relabeled),
             )
         canonical = serialize_series(relabeled)
+        unchanged = canonical == series and not parsed.dropped_empty
         return SeriesResult(
-            output=series if canonical == series and not parsed.dropped_empty else canonical,
+            output=series if unchanged else canonical,
             name=new_name,
             renamed=new_name != name,
+            unchanged=unchanged,
             limit_error=self.limits.violation(relabeled),
             identity=self._identity(relabeled),
         )
@@ -185,8 +188,9 @@ class Rules:
         # Only rules that rewrite labels can make duplicates; the others need no identity.
         return hash(frozenset(labels.items())) if self.rewrites_labels else 0
 
-    def learn_tail(self, tail: bytes, *, openmetrics: bool) -> bytes | None:
-        """The canonical form (` value[ timestamp]`) of what follows a series; None if invalid and dropped."""
+    def learn_tail(self, tail: bytes, *, openmetrics: bool) -> bytes | bool | None:
+        """What follows a series: True when already canonical (` value[ timestamp]`), else its canonical
+        form; None if invalid and dropped."""
         try:
             value, timestamp = split_openmetrics_tail(tail) if openmetrics else split_tail(tail)
         except InvalidExpositionError:
@@ -194,13 +198,12 @@ class Rules:
                 raise
             return None
         canonical = b" " + value + (b" " + timestamp if timestamp is not None else b"")
-        if canonical == tail:
-            canonical = tail
+        learned: bytes | bool = True if canonical == tail else canonical
         memo = self.openmetrics_tails if openmetrics else self.tails
         if len(memo) >= self.memo_size:
             memo.clear()
-        memo[tail] = canonical
-        return canonical
+        memo[tail] = learned
+        return learned
 
 
 @dataclass
@@ -227,6 +230,7 @@ class BodyRelabeler:
     _last_name: str = ""
     _seen: set[int] = field(default_factory=set)
     _ended: bool = False
+    _verbatim: bool = False
 
     def __post_init__(self) -> None:
         self._blocks = LineBlocks(self.rules.limits.line_length_limit)
@@ -260,15 +264,20 @@ class BodyRelabeler:
         seen = self._seen
         last_name = self._last_name
         samples_in = samples_out = 0
+        # While every line goes out as it came, in order, the block itself is the output (no join).
+        self._verbatim = True
         try:
             for raw in lines:
                 line = raw
                 if openmetrics and (self._ended or not line or line[0] in (32, 9)):
                     raise _openmetrics_error(line, self._ended)
                 if not line:
+                    self._verbatim = False
                     continue
                 if line[0] < 58:  # not a name's first character nor '{': blanks, a comment, or invalid
                     line = line.lstrip(b" \t")
+                    if line is not raw:
+                        self._verbatim = False
                     if not line:
                         continue
                     if line[0] == 35:  # '#'
@@ -284,34 +293,37 @@ class BodyRelabeler:
                 series = line[: end + 1]
                 tail = line[end + 1 :]
                 result = series_memo_get(series) or learn_series(series)
-                canonical_tail = tails_memo_get(tail) or learn_tail(tail, openmetrics=openmetrics)
+                new_tail = tails_memo_get(tail) or learn_tail(tail, openmetrics=openmetrics)
                 samples_in += 1
-                output = result.output
+                output, name, _, unchanged, drop_reason, limit_error, identity, utf8_output = result
                 if output is None:
-                    output = result.utf8_output if self.utf8_names else None
+                    output = utf8_output if self.utf8_names else None
                     if output is None:
-                        self.dropped[result.drop_reason] += 1
+                        self.dropped[drop_reason] += 1
+                        self._verbatim = False
                         continue
-                if canonical_tail is None:
+                if new_tail is None:
                     self.dropped["invalid_line"] += 1
+                    self._verbatim = False
                     continue
-                if result.limit_error:
-                    raise LimitExceededError(result.limit_error)
-                if result.name != last_name:  # families run in blocks: check once per name change
-                    last_name = result.name
+                if limit_error:
+                    raise LimitExceededError(limit_error)
+                if name != last_name:  # families run in blocks: check once per name change
+                    last_name = name
                     self._describe(result, append)
                 if dedup:
-                    key = result.identity
-                    if key in seen:
+                    if identity in seen:
                         self.dropped["duplicate"] += 1
+                        self._verbatim = False
                         continue
                     if len(seen) < DUPLICATE_WATCH_LIMIT:
-                        seen.add(key)
+                        seen.add(identity)
                 samples_out += 1
-                if output is series and canonical_tail is tail and not exemplar:
-                    append(line)
+                if unchanged and new_tail is True:
+                    append(line if not exemplar else line + exemplar)
                 else:
-                    append(output + canonical_tail + exemplar)
+                    self._verbatim = False
+                    append(output + (tail if new_tail is True else cast(bytes, new_tail)) + exemplar)
                 if sample_limit and self.samples_out + samples_out > sample_limit:
                     raise LimitExceededError(f"more samples than sample_limit ({sample_limit})")
         finally:
@@ -320,6 +332,8 @@ class BodyRelabeler:
             self._last_name = last_name
         if not out:
             return b""
+        if self._verbatim and len(out) == len(lines) and not openmetrics:
+            return self._blocks.last_block + b"\n"
         out.append(b"")
         return b"\n".join(out)
 
@@ -341,6 +355,8 @@ class BodyRelabeler:
             written: bytes | None = line  # OpenMetrics metadata is strict already
         else:
             written = metadata_line(metadata, utf8_names=self.utf8_names)
+        if written != line:
+            self._verbatim = False
         if (
             written is not None
             and metadata.family not in self._families_described
