@@ -319,21 +319,23 @@ async def test_trickling_body_is_aborted_at_the_deadline(pki, tmp_path):
         assert relay.runtime.outcomes["test"].reason == "deadline"
 
 
+async def truncated_upstream(request: web.Request) -> web.StreamResponse:
+    """An upstream that announces BODY's length, sends half of it and closes the connection."""
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
+    response.content_length = len(BODY)
+    await response.prepare(request)
+    await response.write(BODY[: len(BODY) // 2])
+    await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
 async def test_truncated_upstream_body_aborts_the_downstream(pki, tmp_path):
     """An upstream that closes before its Content-Length ends never yields a complete 200 downstream."""
 
-    async def truncated(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[: len(BODY) // 2])
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.close()
-        return response
-
     async with (
-        running_upstream(pki.server_context(), truncated) as upstream,
+        running_upstream(pki.server_context(), truncated_upstream) as upstream,
         running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
     ):
         received = await scrape_expecting_abort(f"{relay.base_url}/metrics")
@@ -389,18 +391,8 @@ async def test_relay_survives_failures_and_counts_them(pki, tmp_path):
 async def test_a_broken_body_resets_even_an_http_1_0_scraper(pki, tmp_path):
     """HTTP/1.0 has no chunked end marker: the relay resets the connection so a partial body is an error."""
 
-    async def truncated(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[: len(BODY) // 2])
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.close()
-        return response
-
     async with (
-        running_upstream(pki.server_context(), truncated) as upstream,
+        running_upstream(pki.server_context(), truncated_upstream) as upstream,
         running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
     ):
         host, port = relay.base_url.removeprefix("http://").split(":")
