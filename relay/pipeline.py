@@ -43,6 +43,7 @@ a UTF-8 name the text format 0.0.4 cannot carry; a series already sent in this b
 (only with `on_invalid_line: drop`)."""
 
 _LABEL_ONLY_ACTIONS = frozenset({"keep", "drop", "keepequal", "dropequal"})
+_EXEMPLAR_SUFFIXES = ("_total", "_bucket")
 _OPENMETRICS_LABEL_SET = re.compile(rb'[^{ ]*\{(?:[^"}]|"(?:\\.|[^\\"])*")*\}')
 MEMO_BYTE_LIMIT = 64 << 20
 """The series memo's text, whatever relabel_cache_size says: long series cannot make it grow past this."""
@@ -319,6 +320,8 @@ class BodyRelabeler:
                     if len(seen) < DUPLICATE_WATCH_LIMIT:
                         seen.add(identity)
                 samples_out += 1
+                if exemplar and result.renamed and not name.endswith(_EXEMPLAR_SUFFIXES):
+                    exemplar = b""  # OpenMetrics allows exemplars on counters and buckets only
                 if unchanged and new_tail is True:
                     append(line if not exemplar else line + exemplar)
                 else:

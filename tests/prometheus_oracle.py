@@ -12,11 +12,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import yaml
@@ -37,7 +37,10 @@ SYNTHETIC_NAMES = frozenset(
 TARGET_LABELS = frozenset({"job", "instance"})
 
 LabelSet = tuple[tuple[str, str], ...]
+# A stored exemplar: its series' labels (job and instance aside), its own labels, its timestamp (seconds).
+ExemplarKey = tuple[LabelSet, LabelSet, str]
 Rules = Sequence[Mapping[str, Any]]
+Key = TypeVar("Key", LabelSet, ExemplarKey)
 
 
 def free_port() -> int:
@@ -134,21 +137,38 @@ class Prometheus:
             for target in data["activeTargets"]
         }
 
-    async def wait_until_up(self, jobs: Iterable[str], within: float) -> None:
-        """Wait until every job has had a good scrape (`up == 1` now)."""
+    async def wait_until_up(
+        self, jobs: Iterable[str], within: float, *, give_up_after: float | None = None
+    ) -> dict[str, str]:
+        """Wait until every job has had a good scrape (`up == 1` now); {} then.
+
+        With `give_up_after`: once every job still missing is down (its latest scrape failed, and not by
+        a timeout, which load can cause), they get that many seconds more to come up; then their latest
+        scrape errors are returned, by job, instead of failing. A body Prometheus refuses fails every
+        scrape: the test can tell which and why.
+        """
         wanted = set(jobs)
         missing = wanted
+        all_down_since: float | None = None
         try:
             async with asyncio.timeout(within):
                 while True:
                     result = await self.query("up == 1", time.time())
                     missing = wanted - {element["metric"]["job"] for element in result}
                     if not missing:
-                        return
+                        return {}
                     if self.process.returncode is not None:
                         raise OracleError(
                             f"Prometheus exited ({self.process.returncode}):\n{self.log_tail()}"
                         )
+                    if give_up_after is not None:
+                        health = await self.target_health()
+                        if all(_failed_for_good(health.get(job)) for job in missing):
+                            all_down_since = all_down_since or time.monotonic()
+                            if time.monotonic() - all_down_since >= give_up_after:
+                                return {job: health[job][1] for job in sorted(missing)}
+                        else:
+                            all_down_since = None
                     await asyncio.sleep(0.25)
         except TimeoutError:
             health = await self.target_health()
@@ -213,11 +233,35 @@ class Prometheus:
                 if name == "up":
                     up = element["value"][1]
                 continue
-            labels = tuple(sorted((key, value) for key, value in metric.items() if key not in TARGET_LABELS))
-            series[labels] = element["value"][1]
+            series[_without_target_labels(metric)] = element["value"][1]
         if up != "1":
             raise OracleError(f"job {job!r} has up={up} at {at:.3f}, not the result of a good scrape")
         return series
+
+    async def stored_exemplars(self, job: str) -> dict[ExemplarKey, str]:
+        """Every exemplar of `job`'s series (`--enable-feature=exemplar-storage`), whatever its time.
+
+        Exemplar storage keeps one exemplar once however often it is scraped again (same labels, value and
+        timestamp), so repeated scrapes do not multiply them.
+        """
+        data = await self.api("query_exemplars", query=f'{{job="{job}"}}')
+        exemplars: dict[ExemplarKey, str] = {}
+        for element in data or ():
+            series = _without_target_labels(element["seriesLabels"])
+            for exemplar in element["exemplars"]:
+                key = (series, tuple(sorted(exemplar["labels"].items())), repr(exemplar["timestamp"]))
+                exemplars[key] = exemplar["value"]
+        return exemplars
+
+
+def _without_target_labels(metric: Mapping[str, str]) -> LabelSet:
+    """A series' labels, sorted, without the target labels Prometheus adds (job, instance)."""
+    return tuple(sorted((key, value) for key, value in metric.items() if key not in TARGET_LABELS))
+
+
+def _failed_for_good(health: tuple[str, str] | None) -> bool:
+    """Whether a target's latest scrape failed in a way a retry does not cure (a timeout may be cured)."""
+    return health is not None and health[0] == "down" and "deadline exceeded" not in health[1]
 
 
 def _latest_before(samples: Sequence[tuple[float, str]], at: float) -> str | None:
@@ -232,9 +276,16 @@ def _latest_before(samples: Sequence[tuple[float, str]], at: float) -> str | Non
 
 @asynccontextmanager
 async def running_prometheus(
-    binary: str, config_text: str, directory: Path, ready_within: float = 30
+    binary: str,
+    config_text: str,
+    directory: Path,
+    ready_within: float = 30,
+    features: Sequence[str] = (),
 ) -> AsyncIterator[Prometheus]:
-    """Run Prometheus with `config_text` in `directory` on a free port until ready; SIGTERM it at the end."""
+    """Run Prometheus with `config_text` in `directory` on a free port until ready; SIGTERM it at the end.
+
+    `features`: what `--enable-feature` enables, such as `exemplar-storage`.
+    """
     config_path, log_path = _prepare(directory, config_text)
     for attempt in range(3):  # the port may be taken between free_port() and Prometheus binding it
         port = free_port()
@@ -245,6 +296,7 @@ async def running_prometheus(
                 f"--storage.tsdb.path={directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
+                *(f"--enable-feature={feature}" for feature in features),
                 cwd=directory,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -322,19 +374,37 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 def diff_series(expected: Mapping[LabelSet, str], actual: Mapping[LabelSet, str], limit: int = 20) -> str:
     """A readable account of how `actual` differs from `expected`; empty when they are identical."""
+    return _diff(expected, actual, series_text, "series", limit)
+
+
+def diff_exemplars(
+    expected: Mapping[ExemplarKey, str], actual: Mapping[ExemplarKey, str], limit: int = 20
+) -> str:
+    """The same for stored exemplars (see `Prometheus.stored_exemplars`)."""
+    return _diff(expected, actual, exemplar_text, "exemplars", limit)
+
+
+def _diff(
+    expected: Mapping[Key, str],
+    actual: Mapping[Key, str],
+    describe: Callable[[Key], str],
+    what: str,
+    limit: int,
+) -> str:
+    """How `actual` differs from `expected`: keys missing, unexpected, and with another value."""
     missing = sorted(expected.keys() - actual.keys())
     extra = sorted(actual.keys() - expected.keys())
     changed = sorted(key for key in expected.keys() & actual.keys() if expected[key] != actual[key])
     if not (missing or extra or changed):
         return ""
     lines = [
-        f"{len(expected)} series expected, {len(actual)} found: {len(missing)} missing, "
+        f"{len(expected)} {what} expected, {len(actual)} found: {len(missing)} missing, "
         f"{len(extra)} unexpected, {len(changed)} with another value"
     ]
     shown = [("missing   ", key, expected[key]) for key in missing]
     shown += [("unexpected", key, actual[key]) for key in extra]
     shown += [("value     ", key, f"{expected[key]} != {actual[key]}") for key in changed]
-    lines += [f"  {kind} {series_text(key)} {value}" for kind, key, value in shown[:limit]]
+    lines += [f"  {kind} {describe(key)} {value}" for kind, key, value in shown[:limit]]
     if len(shown) > limit:
         lines.append(f"  ... and {len(shown) - limit} more")
     return "\n".join(lines)
@@ -348,6 +418,12 @@ def series_text(labels: LabelSet) -> str:
         f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in sorted(as_dict.items())
     )
     return f"{name}{{{inner}}}" if inner else name
+
+
+def exemplar_text(key: ExemplarKey) -> str:
+    """`series # {exemplar labels} @timestamp`, as OpenMetrics writes an exemplar (its value follows)."""
+    series, labels, timestamp = key
+    return f"{series_text(series)} # {series_text(labels)} @{timestamp}"
 
 
 @dataclass(frozen=True)

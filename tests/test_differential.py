@@ -5,7 +5,15 @@ in-process relay serves every fixture once per rule set (`/metrics/<fixture>--<r
 entry with its own `metric_relabel_configs`). One real Prometheus 2.42 scrapes, per fixture and rule set,
 the upstream directly with the rules (job `direct-…`) and the relay without rules (job `relayed-…`).
 Once every job has had a good scrape, scraping stops, and the two jobs' series stored at one moment, job
-and instance aside, must be identical: label sets and values. promtool must parse every relayed body.
+and instance aside, must be identical: label sets and values. promtool must parse every relayed text body.
+
+The OpenMetrics fixtures' upstreams answer OpenMetrics 1.0 (whatever the Accept header), so Prometheus
+parses OpenMetrics scraping them directly, and the relay, asked OpenMetrics first as Prometheus asks, must
+ask the upstream for it and relay OpenMetrics, `# EOF` last. Prometheus runs with exemplar storage on,
+and the two jobs' exemplars (labels, value, timestamp, and the series they are on) must be identical too.
+promtool 2.42 parses the text format only (an exemplar is a parse error there): OpenMetrics bodies are
+not given to it. A relayed job Prometheus cannot scrape at all (it refuses the body) fails its own cases
+with the scrape error, not the whole module.
 
 Prometheus 2.42 anchors regexes as `^(?:…)$` (no `(?s:`) and checks label names the legacy way; the rules
 below avoid label values with newlines and invalid target names, so current Prometheus agrees with it.
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -39,9 +48,12 @@ import yaml
 from aiohttp import web
 
 from tests.prometheus_oracle import (
+    ExemplarKey,
     LabelSet,
+    OracleError,
     Prometheus,
     PromtoolVerdict,
+    diff_exemplars,
     diff_series,
     prometheus_config,
     promtool_check_metrics,
@@ -61,14 +73,31 @@ from tests.support import (
 
 pytestmark = [pytest.mark.peer, pytest.mark.fixtures]
 
-# Text format 0.0.4 fixtures (the OpenMetrics ones are left for later), by a short id.
-FIXTURE_FILES = {
+# Text format 0.0.4 fixtures, by a short id.
+TEXT_FIXTURE_FILES = {
     "kube-apiserver": "kube-apiserver-1.35-minikube.prom",
     "kube-scheduler": "kube-scheduler-1.35-minikube.prom",
     "kube-controller-manager": "kube-controller-manager-1.35-minikube.prom",
     "etcd": "etcd-1.35-minikube.prom",
     "prometheus-alltypes": "prometheus-alltypes.237mfs.prom.txt",
 }
+# OpenMetrics 1.0 fixtures (exemplars, `_created`, `# EOF`), served as OpenMetrics whatever the Accept header.
+OPENMETRICS_FIXTURE_FILES = {
+    "openmetrics-alltypes": "openmetrics-alltypes.5mfs.om.txt",
+    "openmetrics-1histogram": "openmetrics-1histogram.om.txt",
+}
+FIXTURE_FILES = TEXT_FIXTURE_FILES | OPENMETRICS_FIXTURE_FILES
+# openmetrics-1histogram is one histogram family, `golang_manual_histogram_seconds`: rules selecting by
+# name either keep or drop all of it, or match none of it.
+ALL_BUT_1HISTOGRAM = tuple(fixture for fixture in FIXTURE_FILES if fixture != "openmetrics-1histogram")
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# The Accept header of Prometheus 2.42's scrapes (scrape/scrape.go, scrapeAcceptHeader).
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 
 
 @dataclass(frozen=True)
@@ -85,16 +114,18 @@ RULE_SETS = (
     RuleSet(
         "drop-by-name",
         ({"source_labels": ["__name__"], "regex": "go_.*|process_.*", "action": "drop"},),
+        affects=ALL_BUT_1HISTOGRAM,
     ),
     RuleSet(
         "keep-by-name",
         (
             {
                 "source_labels": ["__name__"],
-                "regex": "(apiserver|etcd|scheduler|workqueue|prometheus)_.+",
+                "regex": "(apiserver|etcd|scheduler|workqueue|prometheus|rpc|golang)_.+",
                 "action": "keep",
             },
         ),
+        affects=ALL_BUT_1HISTOGRAM,
     ),
     RuleSet("replace-static", ({"target_label": "cluster", "replacement": "ack-one/test"},)),
     RuleSet(
@@ -144,7 +175,7 @@ RULE_SETS = (
         (
             {
                 "action": "labelmap",
-                "regex": "(code|verb|resource|name|handler|plugin)",
+                "regex": "(code|verb|resource|name|handler|plugin|service|port)",
                 "replacement": "mapped_$1",
             },
         ),
@@ -180,7 +211,8 @@ RULE_SETS = (
         "hashmod-shard",
         (
             {"source_labels": ["__name__"], "modulus": 3, "target_label": "shard", "action": "hashmod"},
-            {"source_labels": ["shard"], "regex": "1", "action": "keep"},
+            # Shard 0 holds some of every fixture's names (openmetrics-1histogram's _bucket and _count).
+            {"source_labels": ["shard"], "regex": "0", "action": "keep"},
         ),
     ),
     RuleSet(
@@ -234,6 +266,7 @@ RULE_SETS = (
     ),
 )
 RULE_SET_NAMES = [rule_set.name for rule_set in RULE_SETS]
+EXEMPLARS_MAY_BE_LOST = frozenset({"rename-name", "labeldrop"})
 RULE_SETS_BY_NAME = {rule_set.name: rule_set for rule_set in RULE_SETS}
 
 
@@ -245,13 +278,27 @@ class Comparison:
     direct_count: int
     relayed_equals_unrelabelled: bool  # the relay's series are what Prometheus stores without rules
     rules_changed_direct: bool  # the rules changed what Prometheus stores (against no rules)
+    exemplar_diff: str  # how the two jobs' stored exemplars differ (OpenMetrics fixtures only)
+    relayed_exemplars_are_direct_ones: bool  # every exemplar stored through the relay is one stored directly
+    direct_exemplars: int
+    relayed_scrape_error: str | None  # why every scrape of the relay failed, if they all did
+
+    @property
+    def scrape_note(self) -> str:
+        """For failure messages: why Prometheus stored nothing through the relay, if it did not."""
+        if self.relayed_scrape_error is None:
+            return ""
+        return f"\n(Prometheus failed every scrape of the relay: {self.relayed_scrape_error})"
 
 
 @dataclass(frozen=True)
 class RelayedBody:
-    """A body the relay served for one fixture and rule set: promtool's verdict, and its digest."""
+    """A body the relay served for one fixture and rule set: its format, promtool's verdict, its digest."""
 
-    promtool: PromtoolVerdict
+    content_type: str
+    last_line: bytes  # with its newline, if any
+    eof_lines: int  # lines `# EOF`
+    promtool: PromtoolVerdict | None  # None for OpenMetrics, which promtool does not parse
     sha256: str
 
 
@@ -259,7 +306,7 @@ class RelayedBody:
 class FixtureOutcome:
     """Everything the tests look at for one fixture, by rule set where it depends on one."""
 
-    upstream_lint: frozenset[str]  # promtool's lint of the fixture itself
+    upstream_lint: frozenset[str] | None  # promtool's lint of the fixture itself (text fixtures only)
     upstream_names: frozenset[str]
     cold: dict[str, RelayedBody]  # the relay's first answer for each rule set
     warm_sha256: dict[str, str] = field(default_factory=dict)  # its answer after Prometheus' scrapes
@@ -271,12 +318,21 @@ def upstream_name(fixture: str, rule_set: str) -> str:
     return f"{fixture}--{rule_set}"
 
 
-def gzip_handler(body: bytes) -> Handler:
-    """The body as text format 0.0.4, gzipped when the client accepts it, as a kube-apiserver does."""
+def is_openmetrics(fixture: str) -> bool:
+    """Whether the fixture is OpenMetrics 1.0 (and its upstream answers as such)."""
+    return fixture in OPENMETRICS_FIXTURE_FILES
+
+
+def gzip_handler(body: bytes, content_type: str) -> Handler:
+    """The body with this Content-Type, gzipped when the client accepts it, as a kube-apiserver does.
+
+    It ignores the Accept header: a relay that asked an OpenMetrics upstream for text only gets OpenMetrics,
+    refuses it and fails the scrape.
+    """
     compressed = gzip.compress(body, compresslevel=6)
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        headers = {"Content-Type": content_type}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=compressed, headers=headers)
@@ -327,6 +383,18 @@ def scrape_jobs(urls: dict[str, str], relay_url: str, files: ClientFiles) -> lis
     return jobs
 
 
+def relayed_body(body: bytes, content_type: str) -> RelayedBody:
+    """What the tests keep of a relayed body (promtool's verdict comes later)."""
+    lines = body.splitlines(keepends=True)
+    return RelayedBody(
+        content_type=content_type,
+        last_line=lines[-1] if lines else b"",
+        eof_lines=sum(1 for line in lines if line.rstrip(b"\n") == b"# EOF"),
+        promtool=None,
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
+
+
 def metric_names(body: bytes) -> frozenset[str]:
     """The metric names in a text-format body's samples and metadata."""
     names = set()
@@ -350,8 +418,9 @@ async def differential(tmp_path_factory) -> dict[str, FixtureOutcome]:
     async with contextlib.AsyncExitStack() as stack:
         urls = {}
         for fixture, body in bodies.items():
+            content_type = OPENMETRICS_CONTENT_TYPE if is_openmetrics(fixture) else TEXT_CONTENT_TYPE
             upstream = await stack.enter_async_context(
-                running_upstream(pki.server_context(), gzip_handler(body))
+                running_upstream(pki.server_context(), gzip_handler(body, content_type))
             )
             urls[fixture] = upstream.url
         relay = await stack.enter_async_context(
@@ -361,29 +430,47 @@ async def differential(tmp_path_factory) -> dict[str, FixtureOutcome]:
         # The direct jobs first, the relayed ones once the relay is warm (see the module's docstring).
         direct_jobs = [job for job in jobs if job["job_name"].startswith("direct-")]
         prometheus = await stack.enter_async_context(
-            running_prometheus(prometheus_binary, prometheus_config(direct_jobs), directory / "prometheus")
+            running_prometheus(
+                prometheus_binary,
+                prometheus_config(direct_jobs),
+                directory / "prometheus",
+                features=("exemplar-storage",),
+            )
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
         outcomes = await warm_up_and_lint(session, relay.base_url, promtool_binary, bodies)
         await prometheus.reload(prometheus_config(jobs))
         job_names = [job["job_name"] for job in jobs]
-        await prometheus.wait_until_up(job_names, within=90)
+        # A relayed job whose every scrape fails (Prometheus refuses the relayed body) fails its own cases.
+        failed = await prometheus.wait_until_up(
+            job_names, within=90, give_up_after=3 * SCRAPE_INTERVAL_SECONDS
+        )
+        failed_direct = {job: error for job, error in failed.items() if job.startswith("direct-")}
+        if failed_direct:
+            raise OracleError(f"Prometheus cannot scrape some upstreams itself: {failed_direct}")
         await prometheus.stop_scraping()
-        at = await prometheus.last_time_all_up(job_names)
-        comparisons = await compare_all_series(prometheus, at)
+        at = await prometheus.last_time_all_up(job for job in job_names if job not in failed)
+        comparisons = await compare_all_series(prometheus, at, failed)
         for fixture, outcome in outcomes.items():
             outcome.comparisons = comparisons[fixture]
             for name in RULE_SET_NAMES:
-                body = await fetch(session, f"{relay.base_url}/metrics/{upstream_name(fixture, name)}")
+                body, _ = await fetch_relayed(session, relay.base_url, fixture, name)
                 outcome.warm_sha256[name] = hashlib.sha256(body).hexdigest()
     return outcomes
 
 
-async def fetch(session: aiohttp.ClientSession, url: str) -> bytes:
-    """GET `url`; the body of its 200 answer."""
-    async with session.get(url) as answer:
+async def fetch_relayed(
+    session: aiohttp.ClientSession, relay_url: str, fixture: str, rule_set: str
+) -> tuple[bytes, str]:
+    """The relay's answer for a fixture and rule set, and its Content-Type.
+
+    OpenMetrics fixtures are asked for as Prometheus asks (OpenMetrics first), text fixtures without Accept.
+    """
+    url = f"{relay_url}/metrics/{upstream_name(fixture, rule_set)}"
+    headers = {"Accept": PROMETHEUS_ACCEPT} if is_openmetrics(fixture) else {}
+    async with session.get(url, headers=headers) as answer:
         assert answer.status == 200, f"{url}: {answer.status} {await answer.text()}"
-        return await answer.read()
+        return await answer.read(), answer.headers.get("Content-Type", "")
 
 
 async def warm_up_and_lint(
@@ -392,7 +479,8 @@ async def warm_up_and_lint(
     """Fetch every relayed body once, the relay's first answer, and run promtool on it and on the fixtures.
 
     The relay works in this event loop, promtool in processes beside it: while promtool checks one
-    body, the relay makes the next.
+    body, the relay makes the next. promtool (2.42) parses only the text format: an exemplar is a parse
+    error there, so OpenMetrics bodies are not given to it.
     """
     cpus = asyncio.Semaphore(os.cpu_count() or 2)
 
@@ -400,50 +488,79 @@ async def warm_up_and_lint(
         async with cpus:
             return await promtool_check_metrics(promtool, body)
 
+    text_bodies = {fixture: body for fixture, body in bodies.items() if not is_openmetrics(fixture)}
     async with asyncio.TaskGroup() as group:
-        upstream_checks = {fixture: group.create_task(check(body)) for fixture, body in bodies.items()}
-        relayed: dict[str, dict[str, tuple[asyncio.Task[PromtoolVerdict], str]]] = {}
+        upstream_checks = {fixture: group.create_task(check(body)) for fixture, body in text_bodies.items()}
+        relayed: dict[str, dict[str, tuple[RelayedBody, asyncio.Task[PromtoolVerdict] | None]]] = {}
         for fixture in bodies:
             relayed[fixture] = {}
             for name in RULE_SET_NAMES:
-                body = await fetch(session, f"{relay_url}/metrics/{upstream_name(fixture, name)}")
-                relayed[fixture][name] = (group.create_task(check(body)), hashlib.sha256(body).hexdigest())
+                body, content_type = await fetch_relayed(session, relay_url, fixture, name)
+                task = None if is_openmetrics(fixture) else group.create_task(check(body))
+                relayed[fixture][name] = (relayed_body(body, content_type), task)
     outcomes = {}
     for fixture, body in bodies.items():
-        upstream_verdict = upstream_checks[fixture].result()
-        assert upstream_verdict.parse_error is None, f"promtool cannot parse {fixture}: {upstream_verdict}"
+        upstream_lint = None
+        if fixture in upstream_checks:
+            upstream_verdict = upstream_checks[fixture].result()
+            assert upstream_verdict.parse_error is None, (
+                f"promtool cannot parse {fixture}: {upstream_verdict}"
+            )
+            upstream_lint = upstream_verdict.lint
         outcomes[fixture] = FixtureOutcome(
-            upstream_lint=upstream_verdict.lint,
+            upstream_lint=upstream_lint,
             upstream_names=metric_names(body),
             cold={
-                name: RelayedBody(task.result(), digest) for name, (task, digest) in relayed[fixture].items()
+                name: dataclasses.replace(summary, promtool=task and task.result())
+                for name, (summary, task) in relayed[fixture].items()
             },
         )
     return outcomes
 
 
-async def compare_all_series(prometheus: Prometheus, at: float) -> dict[str, dict[str, Comparison]]:
+async def compare_all_series(
+    prometheus: Prometheus, at: float, failed: dict[str, str]
+) -> dict[str, dict[str, Comparison]]:
     """Per fixture and rule set: how what Prometheus stored through the relay differs from its own relabeling.
 
-    Two at a time: Prometheus encodes one answer while this process decodes another.
+    Two at a time: Prometheus encodes one answer while this process decodes another. Exemplars only for
+    the OpenMetrics fixtures: the text format has none. A relayed job in `failed` (job: its scrape error)
+    never had a good scrape: it has nothing to compare.
     """
     parallel = asyncio.Semaphore(2)
 
     async def series(job: str) -> dict[LabelSet, str]:
+        if job in failed:
+            return {}
         async with parallel:
             return await prometheus.stored_series(job, at)
+
+    async def exemplars(fixture: str, job: str) -> dict[ExemplarKey, str]:
+        if not is_openmetrics(fixture) or job in failed:
+            return {}
+        async with parallel:
+            return await prometheus.stored_exemplars(job)
 
     async def compare(fixture: str) -> dict[str, Comparison]:
         unrelabelled = await series(f"direct-{upstream_name(fixture, 'none')}")
         found = {}
         for rule_set in RULE_SETS:
             name = upstream_name(fixture, rule_set.name)
-            direct, relayed = await asyncio.gather(series(f"direct-{name}"), series(f"relayed-{name}"))
+            direct, relayed, direct_exemplars, relayed_exemplars = await asyncio.gather(
+                series(f"direct-{name}"),
+                series(f"relayed-{name}"),
+                exemplars(fixture, f"direct-{name}"),
+                exemplars(fixture, f"relayed-{name}"),
+            )
             found[rule_set.name] = Comparison(
                 diff=diff_series(direct, relayed),
                 direct_count=len(direct),
                 relayed_equals_unrelabelled=relayed == unrelabelled,
                 rules_changed_direct=direct != unrelabelled,
+                exemplar_diff=diff_exemplars(direct_exemplars, relayed_exemplars),
+                relayed_exemplars_are_direct_ones=relayed_exemplars.items() <= direct_exemplars.items(),
+                direct_exemplars=len(direct_exemplars),
+                relayed_scrape_error=failed.get(f"relayed-{name}"),
             )
         return found
 
@@ -469,7 +586,7 @@ def test_relayed_series_equal_prometheus_own_relabeling(differential, fixture, r
             )
         pytest.fail(
             f"{fixture}, rule set {rule_set!r}: Prometheus via the relay (relayed) differs "
-            f"from Prometheus applying the rules (direct):\n{comparison.diff}{hint}"
+            f"from Prometheus applying the rules (direct):\n{comparison.diff}{hint}{comparison.scrape_note}"
         )
 
 
@@ -494,11 +611,59 @@ def test_rule_set_changes_what_prometheus_stores(differential, fixture, rule_set
 
 @TIMEOUT
 @pytest.mark.parametrize("rule_set", RULE_SET_NAMES)
+@pytest.mark.parametrize("fixture", OPENMETRICS_FIXTURE_FILES)
+def test_relayed_exemplars_equal_prometheus_own_relabeling(differential, fixture, rule_set):
+    """Prometheus stores the same exemplars (on the same series) through the relay as applying the rules.
+
+    Two documented losses (README, known differences): a series renamed away from `_total`/`_bucket` loses
+    its exemplar (OpenMetrics allows none there), and a duplicate that relabeling made is dropped with its
+    exemplar. There, every exemplar stored through the relay must still be one stored directly.
+    """
+    comparison = differential[fixture].comparisons[rule_set]
+    if rule_set in EXEMPLARS_MAY_BE_LOST:
+        assert comparison.relayed_exemplars_are_direct_ones, comparison.exemplar_diff
+        return
+    if comparison.exemplar_diff:
+        pytest.fail(
+            f"{fixture}, rule set {rule_set!r}: exemplars via the relay (relayed) differ from those "
+            f"Prometheus stores applying the rules (direct):\n{comparison.exemplar_diff}"
+            f"{comparison.scrape_note}"
+        )
+
+
+@TIMEOUT
+def test_prometheus_stores_the_fixture_exemplars(differential):
+    """Exemplar storage is on, so the exemplar comparison bites: all six of openmetrics-alltypes' are kept."""
+    assert differential["openmetrics-alltypes"].comparisons["none"].direct_exemplars == 6
+
+
+@TIMEOUT
+@pytest.mark.parametrize("rule_set", RULE_SET_NAMES)
 @pytest.mark.parametrize("fixture", FIXTURE_FILES)
+def test_relayed_body_keeps_the_upstream_format(differential, fixture, rule_set):
+    """Asked as Prometheus asks, the relay serves OpenMetrics as OpenMetrics, `# EOF` last; text as text."""
+    relayed = differential[fixture].cold[rule_set]
+    if is_openmetrics(fixture):
+        assert relayed.content_type == OPENMETRICS_CONTENT_TYPE
+        assert (relayed.last_line, relayed.eof_lines) == (b"# EOF\n", 1)
+    else:
+        assert relayed.content_type == TEXT_CONTENT_TYPE
+        assert relayed.eof_lines == 0
+
+
+@TIMEOUT
+@pytest.mark.parametrize("rule_set", RULE_SET_NAMES)
+@pytest.mark.parametrize("fixture", TEXT_FIXTURE_FILES)
 def test_promtool_parses_relayed_body(differential, fixture, rule_set):
-    """promtool parses every relayed body; lint problems are only those the upstream body has itself."""
+    """promtool parses every relayed text body; lint problems are only those the upstream body has itself.
+
+    promtool 2.42 parses the text format only (an OpenMetrics exemplar is a parse error to it), so the
+    OpenMetrics fixtures are not checked here.
+    """
     outcome = differential[fixture]
     verdict = outcome.cold[rule_set].promtool
+    assert verdict is not None
+    assert outcome.upstream_lint is not None
     assert verdict.parse_error is None, f"{fixture}/{rule_set}: {verdict.parse_error}"
     # Families renamed by the rules are new names: their lint is not the upstream's to compare with.
     new = sorted(

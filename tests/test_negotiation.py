@@ -166,3 +166,14 @@ def test_openmetrics_fixture_relays_unchanged_but_for_empty_labels():
     assert out == body.replace(b'{checksum="",path="",version=""}', b"")
     sample_lines = [line for line in body.splitlines() if not line.startswith(b"#")]
     assert relabeler.samples_in == relabeler.samples_out == len(sample_lines) == 53
+
+
+def test_a_bucket_renamed_away_from_bucket_loses_its_exemplar():
+    """OpenMetrics allows exemplars on _total and _bucket samples only: a rename elsewhere drops it."""
+    rename = (
+        "      - source_labels: [__name__]\n        regex: (.*)_bucket\n        target_label: __name__\n"
+        "        replacement: ${1}_le\n"
+    )
+    out, _ = relay(OPENMETRICS_BODY, rules(rename), openmetrics=True)
+    assert b'lat_le{le="0.1"} 3\n' in out
+    assert b"trace_id" not in out
