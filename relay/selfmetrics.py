@@ -146,8 +146,8 @@ class SelfMetrics:
                 self.samples_dropped.labels(name, reason)
         self._upstreams = wanted
 
-    def exposition(self, accept: str) -> tuple[bytes, str]:
-        """The registry's exposition and its Content-Type, OpenMetrics when the scraper asks for it."""
-        if "application/openmetrics-text" in accept:
+    def exposition(self, openmetrics: bool) -> tuple[bytes, str]:
+        """The registry's exposition and its Content-Type: OpenMetrics when the scraper prefers it."""
+        if openmetrics:
             return generate_openmetrics(self.registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
         return generate_latest(self.registry), TEXT_CONTENT_TYPE

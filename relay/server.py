@@ -173,7 +173,8 @@ class RelayedScrape:
 
 async def self_metrics(request: web.Request) -> web.Response:
     """The relay's own metrics, never mixed with relayed ones."""
-    body, content_type = request.app[RUNTIME_KEY].metrics.exposition(request.headers.get("Accept", ""))
+    preferences = scraper_preferences(request.headers.get("Accept", ""))
+    body, content_type = request.app[RUNTIME_KEY].metrics.exposition(preferences.openmetrics)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
