@@ -10,6 +10,7 @@ are never converted: they pass through as the bytes they arrived as.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -142,7 +143,7 @@ def parse_series(series: bytes) -> ParsedSeries:
             raise _invalid("invalid UTF-8", series) from None
         labels = dict(pairs)
         if len(labels) == len(pairs) and "__name__" not in labels:
-            name = simple[1].decode("ascii")
+            name = sys.intern(simple[1].decode("ascii"))  # one string per family, not per series
             if all(pairs_value for _, pairs_value in pairs):
                 return ParsedSeries(name, {"__name__": name, **labels}, dropped_empty=False, canonical=True)
             kept = {label: value for label, value in pairs if value}

@@ -47,9 +47,10 @@ _EXEMPLAR_SUFFIXES = ("_total", "_bucket")
 _OPENMETRICS_LABEL_SET = re.compile(rb'[^{ ]*\{(?:[^"}]|"(?:\\.|[^\\"])*")*\}')
 MEMO_BYTE_LIMIT = 64 << 20
 """The series memo's text, whatever relabel_cache_size says: long series cannot make it grow past this."""
-DUPLICATE_WATCH_LIMIT = 1_000_000
-"""Distinct series of one body checked for duplicates (about 60 MB); past it, repeats go through unchecked
-(and a Prometheus downstream still keeps only the first), so that memory stays bounded for any body."""
+DUPLICATE_WATCH_LIMIT = 400_000
+"""Distinct series of one body checked for duplicates (about 25 MB, more than the biggest kube-apiserver);
+past it, repeats go through unchecked (a Prometheus downstream still keeps only the first), so that memory
+stays bounded for any body."""
 
 
 class SeriesResult(NamedTuple):  # a NamedTuple: built once per new series, so it must be cheap to make
@@ -102,6 +103,7 @@ class Rules:
     rewrites_labels: bool = False
     series: dict[bytes, SeriesResult] = field(default_factory=dict)
     memo_bytes: int = 0
+    misses: int = 0  # series texts that had to be parsed and relabeled, over all scrapes
     tails: dict[bytes, bytes | bool] = field(default_factory=dict)  # True: already canonical
     openmetrics_tails: dict[bytes, bytes | bool] = field(default_factory=dict)
 
@@ -136,13 +138,21 @@ class Rules:
             result = SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
         else:
             result = self._relabel(series, parsed)
-        size = len(series) + len(result.output or b"")
-        if len(self.series) >= self.memo_size or self.memo_bytes + size > MEMO_BYTE_LIMIT:
-            self.series.clear()  # a new generation; cheaper than tracking recency on every hit
-            self.memo_bytes = 0
-        self.series[series] = result
-        self.memo_bytes += size
+        self.misses += 1
+        size = len(series) + (0 if result.unchanged else len(result.output or b""))
+        # A full memo keeps what it has: clearing it would leave a body bigger than the memo with no hit
+        # at all, scrape after scrape. end_of_scrape() renews it when the series have moved on.
+        if len(self.series) < self.memo_size and self.memo_bytes + size <= MEMO_BYTE_LIMIT:
+            self.series[series] = result
+            self.memo_bytes += size
         return result
+
+    def end_of_scrape(self, samples: int, misses: int) -> None:
+        """After a body: forget a full memo that answered less than half of its series (they changed)."""
+        full = len(self.series) >= self.memo_size or self.memo_bytes >= MEMO_BYTE_LIMIT // 2
+        if full and misses * 2 > samples:
+            self.series.clear()
+            self.memo_bytes = 0
 
     def _relabel(self, series: bytes, parsed: ParsedSeries) -> SeriesResult:
         name, labels = parsed.name, parsed.labels
@@ -235,6 +245,12 @@ class BodyRelabeler:
 
     def __post_init__(self) -> None:
         self._blocks = LineBlocks(self.rules.limits.line_length_limit)
+        self._misses_before = self.rules.misses
+
+    @property
+    def memo_misses(self) -> int:
+        """Series of this body that were not in the memo (other bodies relabeled meanwhile count too)."""
+        return self.rules.misses - self._misses_before
 
     def feed(self, chunk: bytes) -> bytes:
         """The relayed bytes for the lines that `chunk` completes (often b'' while a line is incomplete)."""
@@ -243,6 +259,7 @@ class BodyRelabeler:
     def finish(self) -> bytes:
         """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
         relayed = self._lines(self._blocks.finish())
+        self.rules.end_of_scrape(self.samples_in, self.memo_misses)
         if not self.openmetrics:
             return relayed
         if not self._ended:

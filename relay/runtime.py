@@ -198,6 +198,7 @@ class Runtime:
         metrics.samples_relayed.labels(name).inc(relabeler.samples_out)
         for reason, count in relabeler.dropped.items():
             metrics.samples_dropped.labels(name, reason).inc(count)
+        metrics.relabel_cache_misses.labels(name).inc(relabeler.memo_misses)
         metrics.relabel_cache_entries.labels(name).set(len(rules.series))
 
     def _note_certificate(self, client: UpstreamClient) -> None:

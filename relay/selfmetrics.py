@@ -85,6 +85,12 @@ class SelfMetrics:
             ["upstream", "reason"],
             registry=registry,
         )
+        self.relabel_cache_misses = Counter(
+            "metrics_relay_relabel_cache_misses",
+            "Series that had to be parsed and relabeled because the memo did not have them.",
+            ["upstream"],
+            registry=registry,
+        )
         self.relabel_cache_entries = Gauge(
             "metrics_relay_relabel_cache_entries",
             "Series texts whose relabeling result is remembered (bounded by relabel_cache_size).",
@@ -126,6 +132,7 @@ class SelfMetrics:
             self.upstream_requests.remove(name)
             self.samples_received.remove(name)
             self.samples_relayed.remove(name)
+            self.relabel_cache_misses.remove(name)
             for error in SCRAPE_ERRORS:
                 self.scrape_failures.remove(name, error.reason)
             for reason in DROP_REASONS:
@@ -140,6 +147,7 @@ class SelfMetrics:
             self.upstream_requests.labels(name)
             self.samples_received.labels(name)
             self.samples_relayed.labels(name)
+            self.relabel_cache_misses.labels(name)
             for error in SCRAPE_ERRORS:
                 self.scrape_failures.labels(name, error.reason)
             for reason in DROP_REASONS:
