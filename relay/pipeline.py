@@ -147,10 +147,18 @@ class Rules:
             self.memo_bytes += size
         return result
 
-    def end_of_scrape(self, samples: int, misses: int) -> None:
-        """After a body: forget a full memo that answered less than half of its series (they changed)."""
-        full = len(self.series) >= self.memo_size or self.memo_bytes >= MEMO_BYTE_LIMIT // 2
-        if full and misses * 2 > samples:
+    @property
+    def memo_full(self) -> bool:
+        """Whether the memo takes no more series (by count, or nearly by bytes)."""
+        return len(self.series) >= self.memo_size or self.memo_bytes >= MEMO_BYTE_LIMIT - (64 << 10)
+
+    def end_of_scrape(self, samples: int, misses: int, *, was_full: bool) -> None:
+        """After a body: forget a full memo of which this body used less than half.
+
+        Its series have moved on (pods come and go): the next scrape fills it anew.
+        """
+        hits = samples - misses
+        if was_full and hits * 2 < len(self.series):
             self.series.clear()
             self.memo_bytes = 0
 
@@ -246,6 +254,7 @@ class BodyRelabeler:
     def __post_init__(self) -> None:
         self._blocks = LineBlocks(self.rules.limits.line_length_limit)
         self._misses_before = self.rules.misses
+        self._memo_was_full = self.rules.memo_full
 
     @property
     def memo_misses(self) -> int:
@@ -259,7 +268,7 @@ class BodyRelabeler:
     def finish(self) -> bytes:
         """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
         relayed = self._lines(self._blocks.finish())
-        self.rules.end_of_scrape(self.samples_in, self.memo_misses)
+        self.rules.end_of_scrape(self.samples_in, self.memo_misses, was_full=self._memo_was_full)
         if not self.openmetrics:
             return relayed
         if not self._ended:

@@ -304,3 +304,20 @@ def test_openmetrics_hash_inside_a_label_value_is_no_exemplar():
     """` # ` inside a quoted label value does not start an exemplar."""
     body = b'a{b="x # y"} 1 # {t="1"} 2\na{b="z"} 3\n# EOF\n'
     assert relay(body, openmetrics=True)[0] == body
+
+
+def test_a_full_memo_keeps_its_series_and_is_renewed_when_they_move_on():
+    """A body bigger than the memo still hits for the series it holds; a body of new series renews it."""
+    shared = rules(relabel_cache_size=100)
+    first = b"".join(b'm{i="%d"} 1\n' % i for i in range(300))
+    relay(first, shared)
+    kept = set(shared.series)
+    assert len(kept) == 100
+    _, again = relay(first, shared)
+    assert again.memo_misses == 200  # the 100 remembered series hit
+    assert set(shared.series) == kept
+    moved_on = b"".join(b'm{i="%d"} 1\n' % i for i in range(1000, 1300))
+    relay(moved_on, shared)
+    assert not shared.series  # full before, and none of it used: forgotten
+    relay(moved_on, shared)
+    assert len(shared.series) == 100
