@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.payloads import apiserver_body, replicated_body, sample_count
 from bench.rulesets import ALL_RULE_SETS, KUBE_PROMETHEUS, RuleSet, compiled_rules
 from bench.tables import Table, megabytes, rate, ratio, seconds
-from relay.pipeline import BodyRelabeler, Rules
+from relay.pipeline import BodyRelabeler
+from relay.rules import Rules
 
 CHUNK_BYTES = 64 * 1024  # about what aiohttp's iter_any() hands the relay from a TLS stream
 WARM_MEMO = 10_000_000  # relabel_cache_size large enough that a second scrape finds every series

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.config import parse
-from relay.pipeline import Rules
+from relay.rules import Rules
 
 # In the style of kube-prometheus' apiserver ServiceMonitor: thin the latency histograms by `le`, drop the
 # largest bucket family and families that Kubernetes deprecated in favour of a successor.

@@ -13,7 +13,8 @@ from relay import config as config_module
 from relay.config import Config, UpstreamConfig
 from relay.errors import ClientTLSMaterialError, ConfigError, Problem, ScrapeError
 from relay.flight import Flights
-from relay.pipeline import BodyRelabeler, Rules
+from relay.pipeline import BodyRelabeler
+from relay.rules import Rules
 from relay.selfmetrics import SelfMetrics
 from relay.tls import CredentialSource
 from relay.tls import check as check_credentials

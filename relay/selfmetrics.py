@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from relay import __version__
 from relay.errors import SCRAPE_ERRORS
 from relay.negotiation import TEXT_CONTENT_TYPE
-from relay.pipeline import DROP_REASONS
+from relay.rules import DROP_REASONS
 
 SCRAPE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -8,7 +8,8 @@ import logging
 from relay.errors import DeadlineExceededError, RelayInternalError, ScrapeError
 from relay.flight import Flight
 from relay.negotiation import Preferences, response_content_type
-from relay.pipeline import BodyRelabeler, Rules
+from relay.pipeline import BodyRelabeler
+from relay.rules import Rules
 from relay.runtime import Runtime
 from relay.upstream import UpstreamClient
 

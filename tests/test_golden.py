@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from relay.config import parse
-from relay.pipeline import BodyRelabeler, Rules
+from relay.pipeline import BodyRelabeler
+from relay.rules import Rules
 from tests.support import require_fixtures
 from tests.test_differential import FIXTURE_FILES, RULE_SETS_BY_NAME, is_openmetrics
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from relay.config import parse
 from relay.errors import InvalidExpositionError, LimitExceededError
 from relay.exposition import parse_series, serialize_series, split_tail
-from relay.pipeline import BodyRelabeler, Rules
+from relay.pipeline import BodyRelabeler
+from relay.rules import Rules
 
 
 def rules(rules_yaml: str = "", **settings_: object) -> Rules:
