@@ -137,17 +137,19 @@ def parse_series(series: bytes) -> ParsedSeries:
     """
     simple = _SIMPLE_SERIES.fullmatch(series)
     if simple is not None:
+        body = simple[2]
         try:
-            pairs = _SIMPLE_PAIR.findall(simple[2].decode("utf-8")) if simple[2] else []
+            pairs = _SIMPLE_PAIR.findall(body.decode("utf-8")) if body else []
         except UnicodeDecodeError:
             raise _invalid("invalid UTF-8", series) from None
-        labels = dict(pairs)
-        if len(labels) == len(pairs) and "__name__" not in labels:
-            name = sys.intern(simple[1].decode("ascii"))  # one string per family, not per series
-            if all(pairs_value for _, pairs_value in pairs):
-                return ParsedSeries(name, {"__name__": name, **labels}, dropped_empty=False, canonical=True)
-            kept = {label: value for label, value in pairs if value}
-            return ParsedSeries(name, {"__name__": name, **kept}, dropped_empty=True, canonical=True)
+        name = sys.intern(simple[1].decode("ascii"))  # one string per family, not per series
+        labels = {"__name__": name}
+        labels.update(pairs)
+        if len(labels) == len(pairs) + 1:  # no label twice, and none called __name__
+            if body is None or b'=""' not in body:
+                return ParsedSeries(name, labels, dropped_empty=False, canonical=True)
+            kept = {label: value for label, value in labels.items() if value}
+            return ParsedSeries(name, kept, dropped_empty=True, canonical=True)
     return _parse_series_in_full(series)
 
 

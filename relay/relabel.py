@@ -155,7 +155,7 @@ class _Rule:
     def joined(self, state: _LabelState) -> str:
         if len(self.source_labels) == 1:
             return state.get(self.source_labels[0])
-        return self.separator.join(state.get(name) for name in self.source_labels)
+        return self.separator.join([state.get(name) for name in self.source_labels])  # a list joins faster
 
     def apply(self, state: _LabelState) -> bool:
         raise NotImplementedError
