@@ -81,6 +81,9 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         scrape.record(ScraperGoneError("the scraper went away before its body was complete"))
         raise
+    except ConnectionResetError:  # writing to a scraper that has closed its end
+        scrape.record(ScraperGoneError("the scraper closed the connection before its body was complete"))
+        return scrape.response
     except Exception as exc:
         log.exception("unexpected error while relaying", extra={"upstream": client.config.name})
         error = RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log")

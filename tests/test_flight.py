@@ -251,8 +251,8 @@ async def scrape_until_broken(session: aiohttp.ClientSession, url: str, headers:
     return "complete"
 
 
-async def test_a_scraper_that_leaves_is_counted(pki, tmp_path):
-    """A scraper disconnecting half way is counted as a failed scrape with reason scraper_gone."""
+async def test_a_scraper_that_leaves_is_counted(pki, tmp_path, caplog):
+    """A scraper disconnecting half way is counted as a failed scrape with reason scraper_gone, no error."""
     started = asyncio.Event()
     async with (
         running_upstream(pki.server_context(), slow_body(0.05, started=started)) as upstream,
@@ -266,3 +266,31 @@ async def test_a_scraper_that_leaves_is_counted(pki, tmp_path):
             await asyncio.sleep(0.02)
         assert relay.runtime.outcomes["test"].reason == "scraper_gone"
         assert len(upstream.requests) == 1
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+async def test_a_scraper_closing_while_the_relay_writes_is_counted_as_gone(pki, tmp_path, caplog):
+    """Closing the connection early is scraper_gone, never an internal error.
+
+    Depending on timing the relay learns it from the handler's cancellation or from a failed write (as
+    `curl | head` shows); this test reaches the first reliably, the second only by chance.
+    """
+    big = b"".join(b'big_total{i="%d"} %d\n' % (i, i) for i in range(200_000))
+    async with (
+        running_upstream(pki.server_context(), body_handler(big)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+    ):
+        for _ in range(3):
+            host, port = relay.base_url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            await reader.read(1000)
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(100):
+            if relay.runtime.outcomes.get("test") is not None:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert relay.runtime.outcomes["test"].reason == "scraper_gone"
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
