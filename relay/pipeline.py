@@ -62,6 +62,7 @@ class BodyRelabeler:
     _seen: set[int] = field(default_factory=set)
     _ended: bool = False
     _verbatim: bool = False
+    _verbatim_before_comment: bool = False
 
     def __post_init__(self) -> None:
         self._blocks = LineBlocks(self.rules.limits.line_length_limit)
@@ -120,6 +121,7 @@ class BodyRelabeler:
                     if not line:
                         continue
                     if line[0] == 35:  # '#'
+                        self._verbatim_before_comment = self._verbatim
                         self._comment(line)
                         last_name = ""
                         continue
@@ -179,7 +181,12 @@ class BodyRelabeler:
         return b"\n".join(out)
 
     def _comment(self, line: bytes) -> None:
-        """Remember HELP/TYPE (and UNIT) until a sample of their family survives; other comments go."""
+        """Remember HELP/TYPE (and UNIT) until a sample of their family survives; other comments go.
+
+        Only a metadata line kept as it came leaves the block verbatim: anything else makes the output
+        differ from the input, so the block must be joined line by line.
+        """
+        self._verbatim = False
         metadata = parse_openmetrics_metadata(line) if self.openmetrics else parse_metadata(line)
         if metadata is None:
             return
@@ -196,14 +203,13 @@ class BodyRelabeler:
             written: bytes | None = line  # OpenMetrics metadata is strict already
         else:
             written = metadata_line(metadata, utf8_names=self.utf8_names)
-        if written != line:
-            self._verbatim = False
         if (
             written is not None
             and metadata.family not in self._families_described
             and (written not in self._pending_metadata)
         ):
             self._pending_metadata.append(written)
+            self._verbatim = written == line and self._verbatim_before_comment
 
     def _describe(self, result: SeriesResult, append: Callable[[bytes], None]) -> None:
         """Send the pending metadata before the first sample of their family; note every name sent.

@@ -322,3 +322,20 @@ def test_a_full_memo_keeps_its_series_and_is_renewed_when_they_move_on():
     assert not shared.series  # full before, and none of it used: forgotten
     relay(moved_on, shared)
     assert len(shared.series) == 100
+
+
+def test_metadata_pending_from_the_previous_chunk_is_not_lost_to_the_verbatim_shortcut():
+    """A TYPE read in one chunk and sent in the next, beside a dropped comment, comes out right."""
+    relabeler = BodyRelabeler(rules())
+    out = relabeler.feed(b"x 1\n# TYPE a gauge\n") + relabeler.feed(b"# just a comment\na 1\n")
+    assert out + relabeler.finish() == b"x 1\n# TYPE a gauge\na 1\n"
+
+
+@given(
+    st.lists(st.sampled_from([b"# TYPE a gauge", b"# c", b"a 1", b'a{x="1"} 2', b"", b"  b 3", b"b 4"])),
+    st.integers(2, 40),
+)
+def test_verbatim_blocks_equal_byte_by_byte_output(lines, chunk):
+    """However a body is cut, the block shortcut gives what one-byte chunks (one line a block) give."""
+    body = b"\n".join(lines) + b"\n"
+    assert relay(body, chunk=chunk)[0] == relay(body)[0] == relay(body, chunk=1)[0]
