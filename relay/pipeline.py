@@ -175,7 +175,8 @@ class BodyRelabeler:
             self._last_name = last_name
         if not out:
             return b""
-        if self._verbatim and len(out) == len(lines) and not openmetrics:
+        # `out == lines` compares mostly identical objects; the flag only spares the comparison.
+        if self._verbatim and not openmetrics and out == lines:
             return self._blocks.last_block + b"\n"
         out.append(b"")
         return b"\n".join(out)

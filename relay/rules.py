@@ -29,6 +29,7 @@ a UTF-8 name the text format 0.0.4 cannot carry; a series already sent in this b
 (only with `on_invalid_line: drop`)."""
 
 _LABEL_ONLY_ACTIONS = frozenset({"keep", "drop", "keepequal", "dropequal"})
+_TAIL_MEMO_LIMIT = 64
 MEMO_BYTE_LIMIT = 64 << 20
 """The series memo's text, whatever relabel_cache_size says: long series cannot make it grow past this."""
 
@@ -83,6 +84,7 @@ class Rules:
     rewrites_labels: bool = False
     series: dict[bytes, SeriesResult] = field(default_factory=dict)
     memo_bytes: int = 0
+    refused_insert: bool = False  # a series was not remembered for want of room
     misses: int = 0  # series texts that had to be parsed and relabeled, over all scrapes
     tails: dict[bytes, bytes | bool] = field(default_factory=dict)  # True: already canonical
     openmetrics_tails: dict[bytes, bytes | bool] = field(default_factory=dict)
@@ -119,18 +121,24 @@ class Rules:
         else:
             result = self._relabel(series, parsed)
         self.misses += 1
-        size = len(series) + (0 if result.unchanged else len(result.output or b""))
+        size = (
+            len(series)
+            + (0 if result.unchanged else len(result.output or b""))
+            + len(result.utf8_output or b"")
+        )
         # A full memo keeps what it has: clearing it would leave a body bigger than the memo with no hit
         # at all, scrape after scrape. end_of_scrape() renews it when the series have moved on.
         if len(self.series) < self.memo_size and self.memo_bytes + size <= MEMO_BYTE_LIMIT:
             self.series[series] = result
             self.memo_bytes += size
+        else:
+            self.refused_insert = True
         return result
 
     @property
     def memo_full(self) -> bool:
-        """Whether the memo takes no more series (by count, or nearly by bytes)."""
-        return len(self.series) >= self.memo_size or self.memo_bytes >= MEMO_BYTE_LIMIT - (64 << 10)
+        """Whether the memo took no more series (by count or by bytes) since it was last renewed."""
+        return len(self.series) >= self.memo_size or self.refused_insert
 
     def end_of_scrape(self, samples: int, misses: int, *, was_full: bool) -> None:
         """After a body: forget a full memo of which this body used less than half.
@@ -141,6 +149,7 @@ class Rules:
         if was_full and hits * 2 < len(self.series):
             self.series.clear()
             self.memo_bytes = 0
+            self.refused_insert = False
 
     def _relabel(self, series: bytes, parsed: ParsedSeries) -> SeriesResult:
         name, labels = parsed.name, parsed.labels
@@ -154,6 +163,7 @@ class Rules:
                     series,
                     name,
                     renamed=False,
+                    unchanged=True,
                     limit_error=self.limits.violation(labels),
                     identity=self._identity(labels),
                 )
@@ -198,8 +208,9 @@ class Rules:
             return None
         canonical = b" " + value + (b" " + timestamp if timestamp is not None else b"")
         learned: bytes | bool = True if canonical == tail else canonical
-        memo = self.openmetrics_tails if openmetrics else self.tails
-        if len(memo) >= self.memo_size:
-            memo.clear()
-        memo[tail] = learned
+        if len(tail) <= _TAIL_MEMO_LIMIT:  # real tails are short; long ones are checked every time
+            memo = self.openmetrics_tails if openmetrics else self.tails
+            if len(memo) >= self.memo_size:
+                memo.clear()
+            memo[tail] = learned
         return learned

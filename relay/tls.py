@@ -94,6 +94,10 @@ class CredentialSource:
             credentials = self._build_replacement(contents, fingerprint)
         except ClientTLSMaterialError as exc:
             return self._keep_last_good(exc, fingerprint)
+        except (ValueError, ssl.SSLError, UnsupportedAlgorithm) as exc:  # whatever the checks above missed
+            return self._keep_last_good(
+                ClientTLSMaterialError("tls_config", f"unusable files ({exc})"), fingerprint
+            )
         if self._good is not None:
             log.info(
                 "credentials changed on disk; using the new set",
@@ -230,9 +234,13 @@ def _load_client_pair(
         raise ClientTLSMaterialError("tls_config.key_file", "not a PEM private key") from None
     public_bytes = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
-    if key.public_key().public_bytes(encoding, public_bytes) != certificate.public_key().public_bytes(
-        encoding, public_bytes
-    ):
+    try:
+        certificate_key = certificate.public_key().public_bytes(encoding, public_bytes)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ClientTLSMaterialError(
+            "tls_config.cert_file", "the certificate's public key cannot be read"
+        ) from None
+    if key.public_key().public_bytes(encoding, public_bytes) != certificate_key:
         raise ClientTLSMaterialError("tls_config.key_file", "the key does not match tls_config.cert_file")
     try:
         # The files were just read and checked; the password callback only guards against a prompt

@@ -332,7 +332,21 @@ def test_metadata_pending_from_the_previous_chunk_is_not_lost_to_the_verbatim_sh
 
 
 @given(
-    st.lists(st.sampled_from([b"# TYPE a gauge", b"# c", b"a 1", b'a{x="1"} 2', b"", b"  b 3", b"b 4"])),
+    st.lists(
+        st.sampled_from(
+            [
+                b"# TYPE a gauge",
+                b"# HELP b B.",
+                b"# c",
+                b"a 1",
+                b'a{x="1"} 2',
+                b"",
+                b"  b 3",
+                b"b 4",
+                b'b{x="q\\"q"} 5',
+            ]
+        )
+    ),
     st.integers(2, 40),
 )
 def test_verbatim_blocks_equal_byte_by_byte_output(lines, chunk):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ssl
 import subprocess
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from relay.config import parse
+from relay.errors import ClientTLSMaterialError
 from relay.tls import CredentialSource
 from tests.support import (
     ClientFiles,
@@ -282,3 +284,27 @@ async def test_relabel_trace_shows_which_rule_dropped_a_series(pki, tmp_path):
     assert bad[0] == 400
     assert "expected a quoted label value" in bad[1]
     assert unknown == 404
+
+
+def certificate_with_a_broken_key(cert: trustme.LeafCert) -> bytes:
+    """The certificate's PEM with its public key point zeroed: it parses, its key does not."""
+    certificate = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+    der = bytearray(certificate.public_bytes(serialization.Encoding.DER))
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    end = der.find(spki) + len(spki)
+    der[end - 20 : end] = bytes(20)
+    return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)) + b"-----END CERTIFICATE-----\n"
+
+
+def test_a_certificate_with_an_unreadable_key_is_a_located_problem(pki):
+    """A certificate whose public key cannot be read is refused by name, and never replaces a good set."""
+    files = pki.client_files()
+    upstream = parse(config_yaml("https://h/m", files), source="r.yml", base_dir=Path()).upstreams[0]
+    source = CredentialSource(upstream)
+    good = source.current()
+    files.cert_file.write_bytes(certificate_with_a_broken_key(pki.client_cert))
+    assert source.current() is good
+    with pytest.raises(ClientTLSMaterialError, match="public key cannot be read"):
+        CredentialSource(upstream).current()
