@@ -42,6 +42,20 @@ def http(url: str, method: str = "GET") -> tuple[int, str]:
 
 
 @contextmanager
+def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The process, killed if still running at the end, and its pipes closed: nothing outlives a test."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
 def relay_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, list[dict[str, str]]]]:
     """Start the relay with JSON logs on a free port; yield it, its base URL and its log lines so far."""
     process = subprocess.Popen(
@@ -51,7 +65,7 @@ def relay_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, list
         text=True,
     )
     lines: list[dict[str, str]] = []
-    try:
+    with reaped(process):
         assert process.stderr is not None
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -62,13 +76,6 @@ def relay_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, list
             if lines[-1]["msg"] == "serving":
                 break
         yield process, lines[-1]["addresses"], lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def read_log_until(
@@ -196,16 +203,11 @@ def test_logfmt_is_the_default_log_format(good_config):
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with reaped(process):
         assert process.stderr is not None
         line = process.stderr.readline()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        if process.stderr is not None:
-            process.stderr.close()
     assert re.match(r"ts=\S+Z level=info logger=relay msg=serving addresses=http://127\.0\.0\.1:\d+ ", line)
 
 
@@ -219,7 +221,7 @@ def test_demo_serves_a_relayed_exposition():
         text=True,
         env=env,
     )
-    try:
+    with reaped(process):
         assert process.stdout is not None
         printed = ""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -240,8 +242,3 @@ def test_demo_serves_a_relayed_exposition():
         assert aggregator, printed
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        if process.stdout is not None:
-            process.stdout.close()
