@@ -11,7 +11,7 @@ demo: $(STAMP)
 
 test: $(STAMP) peers lint typecheck unit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py relay/_engine.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

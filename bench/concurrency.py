@@ -17,7 +17,7 @@ from bench.relayproc import RelayProcess, running_relay
 from bench.rulesets import KUBE_PROMETHEUS, compiled_rules, upstream_yaml
 from bench.tables import Table, ratio, seconds
 from bench.upstreams import CountingUpstream, serving_body
-from relay.pipeline import BodyRelabeler
+from relay.pipeline import body_relabeler
 
 SAMPLES_RECEIVED = "metrics_relay_samples_received_total"
 
@@ -54,7 +54,7 @@ class Setup:
 
 def expected_body(body: bytes) -> bytes:
     """What the relay must send for `body` with the kube-prometheus rules, computed in process."""
-    relabeler = BodyRelabeler(compiled_rules(KUBE_PROMETHEUS, 100_000))
+    relabeler = body_relabeler(compiled_rules(KUBE_PROMETHEUS, 100_000))
     return relabeler.feed(body) + relabeler.finish()
 
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.payloads import apiserver_body, replicated_body, sample_count
 from bench.rulesets import ALL_RULE_SETS, KUBE_PROMETHEUS, RuleSet, compiled_rules
 from bench.tables import Table, megabytes, rate, ratio, seconds
-from relay.pipeline import BodyRelabeler
+from relay.pipeline import body_relabeler
 from relay.rules import Rules
 
 CHUNK_BYTES = 64 * 1024  # about what aiohttp's iter_any() hands the relay from a TLS stream
@@ -44,7 +44,7 @@ class Pass:
 def relabel_pass(chunks: list[bytes], rules: Rules) -> Pass:
     """Feed the chunks to a new BodyRelabeler, as one scrape does; the output is counted, not kept."""
     gc.collect()
-    relabeler = BodyRelabeler(rules)
+    relabeler = body_relabeler(rules)
     started = time.perf_counter()
     size = 0
     for chunk in chunks:

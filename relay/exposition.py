@@ -115,9 +115,12 @@ class LineBlocks:
 
     def _check(self, length: int) -> None:
         if self._limit and length > self._limit:
-            raise LimitExceededError(
-                f"a line of the upstream body exceeds line_length_limit ({self._limit} bytes)"
-            )
+            raise line_too_long(self._limit)
+
+
+def line_too_long(limit: int) -> LimitExceededError:
+    """The error for a line longer than line_length_limit."""
+    return LimitExceededError(f"a line of the upstream body exceeds line_length_limit ({limit} bytes)")
 
 
 class ParsedSeries(NamedTuple):

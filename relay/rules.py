@@ -7,6 +7,7 @@ what follows a series (value and timestamp).
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -88,6 +89,7 @@ class Rules:
     misses: int = 0  # series texts that had to be parsed and relabeled, over all scrapes
     tails: dict[bytes, bytes | bool] = field(default_factory=dict)  # True: already canonical
     openmetrics_tails: dict[bytes, bytes | bool] = field(default_factory=dict)
+    native_memo: object | None = None  # the compiled engine's memo, made by it on first use
 
     @classmethod
     def for_upstream(cls, upstream: UpstreamConfig) -> Rules:
@@ -110,16 +112,20 @@ class Rules:
             rewrites_labels=any(spec.action.lower() not in _LABEL_ONLY_ACTIONS for spec in specs),
         )
 
-    def learn_series(self, series: bytes) -> SeriesResult:
-        """Parse and relabel a series text not seen before, and remember the result."""
+    def relabel_series(self, series: bytes) -> SeriesResult:
+        """What a series text becomes, parsed and relabeled (nothing remembered); raises if it is invalid
+        (unless `on_invalid_line: drop`)."""
         try:
             parsed = parse_series(series)
         except InvalidExpositionError:
             if not self.drop_invalid_lines:
                 raise
-            result = SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
-        else:
-            result = self._relabel(series, parsed)
+            return SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
+        return self._relabel(series, parsed)
+
+    def learn_series(self, series: bytes) -> SeriesResult:
+        """Parse and relabel a series text not seen before, and remember the result (the Python memo)."""
+        result = self.relabel_series(series)
         self.misses += 1
         size = (
             len(series)
@@ -134,6 +140,12 @@ class Rules:
         else:
             self.refused_insert = True
         return result
+
+    @property
+    def memo_entries(self) -> int:
+        """Series whose result is remembered, in whichever engine's memo."""
+        native = len(self.native_memo) if isinstance(self.native_memo, Sized) else 0
+        return len(self.series) + native
 
     @property
     def memo_full(self) -> bool:

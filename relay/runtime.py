@@ -200,7 +200,7 @@ class Runtime:
         for reason, count in relabeler.dropped.items():
             metrics.samples_dropped.labels(name, reason).inc(count)
         metrics.relabel_cache_misses.labels(name).inc(relabeler.memo_misses)
-        metrics.relabel_cache_entries.labels(name).set(len(rules.series))
+        metrics.relabel_cache_entries.labels(name).set(rules.memo_entries)
 
     def _note_certificate(self, client: UpstreamClient) -> None:
         credentials = client.credentials.last_good

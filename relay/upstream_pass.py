@@ -8,7 +8,7 @@ import logging
 from relay.errors import DeadlineExceededError, RelayInternalError, ScrapeError
 from relay.flight import Flight
 from relay.negotiation import Preferences, response_content_type
-from relay.pipeline import BodyRelabeler
+from relay.pipeline import BodyRelabeler, body_relabeler
 from relay.rules import Rules
 from relay.runtime import Runtime
 from relay.upstream import UpstreamClient
@@ -24,7 +24,7 @@ async def upstream_pass(
     The pass runs under the upstream's configured timeout, the upper bound of every scraper's deadline:
     each scraper enforces its own, and the pass is cancelled when the last one has left.
     """
-    relabeler = BodyRelabeler(rules)
+    relabeler: BodyRelabeler = body_relabeler(rules)
     timeout = client.config.timeout
     try:
         async with (
@@ -32,7 +32,7 @@ async def upstream_pass(
             client.fetch(timeout, openmetrics=preferences.openmetrics) as body,
         ):
             utf8_names = preferences.utf8_names and not body.openmetrics
-            relabeler = BodyRelabeler(rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
+            relabeler = body_relabeler(rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
             flight.content_type = response_content_type(body.openmetrics, utf8_names)
             async for chunk in body.chunks():
                 await flight.publish(relabeler.feed(chunk))

@@ -71,7 +71,7 @@ from tests.support import (
     running_upstream,
 )
 
-pytestmark = [pytest.mark.peer, pytest.mark.fixtures]
+pytestmark = [pytest.mark.peer, pytest.mark.fixtures, pytest.mark.usefixtures("engine")]
 
 # Text format 0.0.4 fixtures, by a short id.
 TEXT_FIXTURE_FILES = {

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from relay.config import parse
-from relay.pipeline import BodyRelabeler
+from relay.pipeline import body_relabeler
 from relay.rules import Rules
 from tests.support import require_fixtures
 from tests.test_differential import FIXTURE_FILES, RULE_SETS_BY_NAME, is_openmetrics
@@ -27,7 +27,7 @@ GOLDEN_RULE_SETS = ("none", "kube-prometheus-apiserver", "replace-static", "labe
 TEXT_FIXTURES = sorted(fixture for fixture in FIXTURE_FILES if not is_openmetrics(fixture))
 OPENMETRICS_FIXTURES = sorted(fixture for fixture in FIXTURE_FILES if is_openmetrics(fixture))
 
-pytestmark = pytest.mark.fixtures
+pytestmark = [pytest.mark.fixtures, pytest.mark.usefixtures("engine")]
 
 
 def relay_rules(rule_set: str) -> Rules:
@@ -37,7 +37,7 @@ def relay_rules(rule_set: str) -> Rules:
 
 
 def relayed(body: bytes, rules: Rules, *, openmetrics: bool) -> bytes:
-    relabeler = BodyRelabeler(rules, openmetrics=openmetrics)
+    relabeler = body_relabeler(rules, openmetrics=openmetrics)
     chunks = [body[offset : offset + 65536] for offset in range(0, len(body), 65536)]
     return b"".join(relabeler.feed(chunk) for chunk in chunks) + relabeler.finish()
 

@@ -18,6 +18,8 @@ from relay.negotiation import (
 from tests.support import Pki, body_handler, config_yaml, require_fixtures, running_relay, running_upstream
 from tests.test_pipeline import relay, rules
 
+pytestmark = pytest.mark.usefixtures("engine")
+
 PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

@@ -23,6 +23,8 @@ from tests.support import (
     trickle,
 )
 
+pytestmark = pytest.mark.usefixtures("engine")
+
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BODY = b"# HELP demo_requests_total Requests.\n# TYPE demo_requests_total counter\n" + b"".join(
     b'demo_requests_total{code="%d",path="/p\\"%d"} %d\n' % (code, i, i * code)

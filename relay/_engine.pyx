@@ -1,0 +1,710 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled line engine: framing, the native memo, value checks and output in C (Cython).
+
+It does what relay.pyengine.PythonBodyRelabeler does, with the same bytes, counts and errors; that module is
+the specification. The per-line work touches no Python object when the series is in the memo and its value
+and timestamp are in their usual form. Python is called for what is rare: a series not seen before (parse,
+relabel, limits: Rules.relabel_series), a tail in an unusual form (Rules.learn_tail gives the verdict), comment
+lines and a change of metric name (MetadataTracker), exemplars, and every error message.
+
+The memo is keyed by a keyed 128-bit SipHash-1-3 of the series text, not the text itself: 16 bytes a key
+instead of a copy of a 100-byte series, so an entry costs 32 bytes in the table. A random key per process
+makes collisions as unlikely as guessing it, even for label values that cluster users choose (CRD names
+reach kube-apiserver's labels); a collision would need 2^64 series.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memchr, memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+import os
+from collections import Counter
+
+from relay.exposition import line_too_long
+from relay.metadata import MetadataTracker
+from relay.pyengine import (
+    DUPLICATE_WATCH_LIMIT,
+    EXEMPLAR_SUFFIXES,
+    missing_eof,
+    openmetrics_line_error,
+    sample_limit_error,
+    split_exemplar,
+)
+from relay.rules import DROP_REASONS, MEMO_BYTE_LIMIT
+from relay.errors import LimitExceededError
+
+# A slot's flags. 0 is an empty slot.
+cdef enum:
+    OCCUPIED = 1
+    KEEP_VERBATIM = 2      # the series goes out as it came
+    KEEP_REPLACED = 4      # the series goes out as the bytes in the arena
+    DROPPED = 8            # the reason is in bits 8..11
+    UTF8_ONLY = 16         # the arena holds the quoted UTF-8 form; other scrapers drop it (utf8_name)
+    LIMIT_ERROR = 32       # a label limit is broken: the scrape fails (the message comes from Python)
+    STRIP_EXEMPLAR = 64    # renamed away from a counter or bucket: an exemplar must go
+    REASON_SHIFT = 8
+
+cdef enum:
+    REASON_RELABEL = 0
+    REASON_INVALID_NAME = 1
+    REASON_UTF8_NAME = 2
+    REASON_DUPLICATE = 3
+    REASON_INVALID_LINE = 4
+    REASONS = 5
+
+assert DROP_REASONS == ("relabel", "invalid_name", "utf8_name", "duplicate", "invalid_line")
+
+cdef struct Slot:
+    uint64_t key0
+    uint64_t key1
+    uint32_t flags
+    uint32_t name_id
+    uint32_t offset
+    uint32_t length
+
+DEF INITIAL_SLOTS = 4096
+DEF INITIAL_SEEN = 4096
+DEF SAFE_MAGNITUDE = 300  # decimal digits before the point that a float64 surely holds (max is ~1.8e308)
+DEF SAFE_TIMESTAMP_DIGITS = 18  # int64 milliseconds: 18 digits always fit
+
+
+cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:
+    return (x << b) | (x >> (64 - b))
+
+
+cdef inline uint64_t _load64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t word
+    memcpy(&word, p, 8)
+    return word
+
+
+cdef void _siphash13_128(const uint8_t* data, size_t length, uint64_t k0, uint64_t k1,
+                         uint64_t* out0, uint64_t* out1) noexcept nogil:
+    """SipHash-1-3 with 128-bit output (one compression round, three finalisation rounds)."""
+    cdef uint64_t v0 = k0 ^ 0x736f6d6570736575ULL
+    cdef uint64_t v1 = k1 ^ 0x646f72616e646f6dULL ^ 0xee
+    cdef uint64_t v2 = k0 ^ 0x6c7967656e657261ULL
+    cdef uint64_t v3 = k1 ^ 0x7465646279746573ULL
+    cdef uint64_t m
+    cdef size_t whole = length & ~(<size_t>7)
+    cdef size_t i = 0
+    cdef int r
+    while i < whole:
+        m = _load64(data + i)
+        v3 ^= m
+        v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
+        v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
+        v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
+        v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+        v0 ^= m
+        i += 8
+    m = (<uint64_t>length) << 56
+    cdef size_t rest = length - whole
+    while rest > 0:
+        rest -= 1
+        m |= (<uint64_t>data[whole + rest]) << (8 * rest)
+    v3 ^= m
+    v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
+    v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
+    v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
+    v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+    v0 ^= m
+    v2 ^= 0xee
+    for r in range(3):
+        v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
+        v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
+        v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
+        v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+    out0[0] = v0 ^ v1 ^ v2 ^ v3
+    v1 ^= 0xdd
+    for r in range(3):
+        v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
+        v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
+        v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
+        v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+    out1[0] = v0 ^ v1 ^ v2 ^ v3
+
+
+def siphash13_128(bytes data, bytes key):
+    """The 128-bit SipHash-1-3 of `data` under a 16-byte `key`, as two 64-bit words (for tests)."""
+    cdef uint64_t k0, k1, h0, h1
+    if len(key) != 16:
+        raise ValueError("the key has 16 bytes")
+    k0 = int.from_bytes(key[:8], "little")
+    k1 = int.from_bytes(key[8:], "little")
+    _siphash13_128(<const uint8_t*>PyBytes_AS_STRING(data), len(data), k0, k1, &h0, &h1)
+    return h0, h1
+
+
+cdef class NativeMemo:
+    """One upstream's series memo in native memory: 128-bit key → action, name and replacement bytes.
+
+    Bounded like the Python memo: at most `max_entries` series, and replacement bytes up to `max_bytes`; a
+    full memo keeps what it has, and end_of_scrape() renews it when the series have moved on.
+    """
+
+    cdef Slot* slots
+    cdef uint64_t* identities
+    cdef size_t capacity
+    cdef size_t count
+    cdef char* arena
+    cdef size_t arena_used
+    cdef size_t arena_capacity
+    cdef readonly size_t max_entries
+    cdef readonly size_t max_bytes
+    cdef uint64_t k0, k1
+    cdef readonly bint refused_insert
+    cdef readonly uint64_t misses
+    cdef bint dedup
+    cdef dict names
+    cdef dict name_ids
+    cdef uint32_t next_name_id
+
+    def __cinit__(self, size_t max_entries, size_t max_bytes, bint dedup):
+        key = os.urandom(16)
+        self.k0 = int.from_bytes(key[:8], "little")
+        self.k1 = int.from_bytes(key[8:], "little")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.dedup = dedup
+        self.names = {}
+        self.name_ids = {}
+        self.next_name_id = 1  # 0 means "no name" to the engine
+        self._allocate(INITIAL_SLOTS)
+
+    def __dealloc__(self):
+        free(self.slots)
+        free(self.identities)
+        free(self.arena)
+
+    def __len__(self):
+        return self.count
+
+    @property
+    def memo_full(self):
+        """Whether the memo took no more series (by count or by bytes) since it was last renewed."""
+        return self.count >= self.max_entries or self.refused_insert
+
+    @property
+    def table_bytes(self):
+        """Native memory held: the slot table, identities and the replacement arena."""
+        per_slot = sizeof(Slot) + (sizeof(uint64_t) if self.dedup else 0)
+        return self.capacity * per_slot + self.arena_capacity
+
+    cdef int _allocate(self, size_t capacity) except -1:
+        self.slots = <Slot*>calloc(capacity, sizeof(Slot))
+        if self.slots == NULL:
+            raise MemoryError()
+        if self.dedup:
+            self.identities = <uint64_t*>calloc(capacity, sizeof(uint64_t))
+            if self.identities == NULL:
+                raise MemoryError()
+        self.capacity = capacity
+        return 0
+
+    cdef inline size_t _find(self, uint64_t key0, uint64_t key1) noexcept nogil:
+        """The index of the slot holding the key, or of the empty slot where it would go."""
+        cdef size_t mask = self.capacity - 1
+        cdef size_t index = <size_t>key0 & mask
+        cdef Slot* slot
+        while True:
+            slot = &self.slots[index]
+            if slot.flags == 0 or (slot.key0 == key0 and slot.key1 == key1):
+                return index
+            index = (index + 1) & mask
+
+    cdef int _grow(self) except -1:
+        cdef Slot* old_slots = self.slots
+        cdef uint64_t* old_identities = self.identities
+        cdef size_t old_capacity = self.capacity
+        cdef size_t i, index
+        self.slots = NULL
+        self.identities = NULL
+        try:
+            self._allocate(old_capacity * 2)
+        except MemoryError:
+            free(self.slots)
+            free(self.identities)
+            self.slots, self.identities, self.capacity = old_slots, old_identities, old_capacity
+            raise
+        for i in range(old_capacity):
+            if old_slots[i].flags != 0:
+                index = self._find(old_slots[i].key0, old_slots[i].key1)
+                self.slots[index] = old_slots[i]
+                if self.dedup:
+                    self.identities[index] = old_identities[i]
+        free(old_slots)
+        free(old_identities)
+        return 0
+
+    cdef uint32_t _name_id(self, str name):
+        found = self.name_ids.get(name)
+        if found is not None:
+            return found
+        # Ids are never reused, so a body that outlives a renewal never takes a new name for its last one.
+        cdef uint32_t new_id = self.next_name_id
+        self.next_name_id += 1
+        if self.next_name_id == 0:
+            self.next_name_id = 1
+        self.name_ids[name] = new_id
+        self.names[new_id] = name
+        return new_id
+
+    cdef int _insert(self, uint64_t key0, uint64_t key1, uint32_t flags, uint32_t name_id,
+                     uint64_t identity, const char* replacement, size_t length) except -1:
+        """Remember a result unless the memo is full (by entries or by bytes)."""
+        cdef size_t index
+        cdef char* grown
+        cdef size_t needed
+        if self.count >= self.max_entries or self.arena_used + length > self.max_bytes:
+            self.refused_insert = True
+            return 0
+        if length:
+            needed = self.arena_used + length
+            if needed > self.arena_capacity:
+                needed = max(needed, self.arena_capacity * 2, 65536)
+                grown = <char*>realloc(self.arena, needed)
+                if grown == NULL:
+                    raise MemoryError()
+                self.arena = grown
+                self.arena_capacity = needed
+            memcpy(self.arena + self.arena_used, replacement, length)
+        if (self.count + 1) * 4 > self.capacity * 3:
+            self._grow()
+        index = self._find(key0, key1)
+        self.slots[index].key0 = key0
+        self.slots[index].key1 = key1
+        self.slots[index].flags = flags
+        self.slots[index].name_id = name_id
+        self.slots[index].offset = <uint32_t>self.arena_used
+        self.slots[index].length = <uint32_t>length
+        if self.dedup:
+            self.identities[index] = identity
+        self.arena_used += length
+        self.count += 1
+        return 0
+
+    def end_of_scrape(self, samples, misses, was_full):
+        """After a body: forget a full memo of which this body used less than half (as Rules.end_of_scrape)."""
+        if was_full and (samples - misses) * 2 < <long long>self.count:
+            self.clear()
+
+    def clear(self):
+        """Forget every series (the table keeps its size; names keep their ids)."""
+        cdef size_t i
+        for i in range(self.capacity):
+            self.slots[i].flags = 0
+        self.count = 0
+        self.arena_used = 0
+        self.refused_insert = False
+        self.name_ids.clear()
+        self.names.clear()
+
+
+cdef inline Py_ssize_t _scan_float(const char* text, Py_ssize_t i, Py_ssize_t n, bint allow_special) noexcept nogil:
+    """The end of a Go float token at `i` that is surely valid and finite, or -1 (then Python decides)."""
+    cdef Py_ssize_t start_digits, integer_digits = 0, fraction_digits = 0, magnitude = 0
+    cdef Py_ssize_t exponent = 0, exponent_digits = 0
+    cdef bint negative_exponent = False, signed = False
+    if i < n and (text[i] == b'+' or text[i] == b'-'):
+        signed = True
+        i += 1
+    if allow_special and i + 3 <= n:
+        if text[i] == b'I' and text[i + 1] == b'n' and text[i + 2] == b'f':
+            return i + 3
+        if not signed and text[i] == b'N' and text[i + 1] == b'a' and text[i + 2] == b'N':
+            return i + 3
+    while i < n and text[i] == b'0':
+        i += 1
+        integer_digits += 1
+    while i < n and b'0' <= text[i] <= b'9':
+        i += 1
+        integer_digits += 1
+        magnitude += 1
+    if i < n and text[i] == b'.':
+        i += 1
+        while i < n and b'0' <= text[i] <= b'9':
+            i += 1
+            fraction_digits += 1
+    if integer_digits + fraction_digits == 0:
+        return -1
+    if i < n and (text[i] == b'e' or text[i] == b'E'):
+        i += 1
+        if i < n and (text[i] == b'+' or text[i] == b'-'):
+            negative_exponent = text[i] == b'-'
+            i += 1
+        while i < n and b'0' <= text[i] <= b'9' and exponent_digits < 5:
+            exponent = exponent * 10 + (text[i] - 48)
+            exponent_digits += 1
+            i += 1
+        if exponent_digits == 0 or exponent_digits == 5:
+            return -1
+        magnitude = magnitude - exponent if negative_exponent else magnitude + exponent
+    if magnitude > SAFE_MAGNITUDE:
+        return -1
+    return i
+
+
+cdef inline bint _canonical_tail(const char* tail, Py_ssize_t n, bint openmetrics) noexcept nogil:
+    """Whether what follows a series is ` value[ timestamp]`, valid and already in canonical form."""
+    cdef Py_ssize_t end, digits
+    if n < 2 or tail[0] != b' ':
+        return False
+    end = _scan_float(tail, 1, n, True)
+    if end < 0:
+        return False
+    if end == n:
+        return True
+    if tail[end] != b' ':
+        return False
+    if openmetrics:
+        return _scan_float(tail, end + 1, n, False) == n  # NaN or Inf as timestamps: Python decides
+    digits = n - end - 1
+    if digits < 1 or digits > SAFE_TIMESTAMP_DIGITS:
+        return False
+    end += 1
+    while end < n:
+        if not (b'0' <= tail[end] <= b'9'):
+            return False
+        end += 1
+    return True
+
+
+def canonical_tail(bytes tail, bint openmetrics=False):
+    """Whether the C check takes `tail` as valid and canonical without asking Python (for tests)."""
+    return _canonical_tail(PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail), openmetrics)
+
+
+cdef class NativeBodyRelabeler:
+    """Turns one upstream body, chunk by chunk, into the relayed body; counts what it did (see module doc)."""
+
+    cdef readonly object rules
+    cdef readonly bint openmetrics
+    cdef readonly bint utf8_names
+    cdef readonly Py_ssize_t samples_in
+    cdef readonly Py_ssize_t samples_out
+    cdef Py_ssize_t drops[REASONS]
+    cdef NativeMemo memo
+    cdef object tracker
+    cdef object relabel_series
+    cdef object learn_tail
+    cdef Py_ssize_t line_limit
+    cdef Py_ssize_t sample_limit
+    cdef bint dedup
+    cdef bint ended
+    cdef uint32_t last_name_id
+    cdef uint64_t misses_before
+    cdef bint was_full
+    cdef char* carry
+    cdef Py_ssize_t carry_length
+    cdef Py_ssize_t carry_capacity
+    cdef char* out
+    cdef Py_ssize_t out_length
+    cdef Py_ssize_t out_capacity
+    cdef uint64_t* seen
+    cdef size_t seen_capacity
+    cdef size_t seen_count
+    cdef bint seen_zero
+
+    engine = "native"
+
+    def __init__(self, rules, *, bint openmetrics=False, bint utf8_names=False):
+        self.rules = rules
+        self.openmetrics = openmetrics
+        self.utf8_names = utf8_names
+        if rules.native_memo is None:
+            rules.native_memo = NativeMemo(rules.memo_size, MEMO_BYTE_LIMIT, rules.rewrites_labels)
+        self.memo = rules.native_memo
+        self.tracker = MetadataTracker(openmetrics=openmetrics, utf8_names=utf8_names)
+        self.relabel_series = rules.relabel_series
+        self.learn_tail = rules.learn_tail
+        self.line_limit = rules.limits.line_length_limit
+        self.sample_limit = rules.limits.sample_limit
+        self.dedup = rules.rewrites_labels
+        self.misses_before = self.memo.misses
+        self.was_full = self.memo.memo_full
+
+    def __dealloc__(self):
+        free(self.carry)
+        free(self.out)
+        free(self.seen)
+
+    @property
+    def dropped(self):
+        """Samples left out of this body, by reason."""
+        return Counter({DROP_REASONS[i]: self.drops[i] for i in range(REASONS) if self.drops[i]})
+
+    @property
+    def memo_misses(self):
+        """Series of this body that were not in the memo (other bodies relabeled meanwhile count too)."""
+        return self.memo.misses - self.misses_before
+
+    def feed(self, bytes chunk):
+        """The relayed bytes for the lines that `chunk` completes (often b'' while a line is incomplete)."""
+        cdef const char* data = PyBytes_AS_STRING(chunk)
+        cdef Py_ssize_t length = PyBytes_GET_SIZE(chunk)
+        cdef Py_ssize_t cut = length - 1
+        cdef Py_ssize_t rest
+        while cut >= 0 and data[cut] != b'\n':
+            cut -= 1
+        if cut < 0:
+            self._carry_append(data, length)
+            if self.line_limit and self.carry_length > self.line_limit:
+                raise line_too_long(self.line_limit)
+            return b""
+        rest = length - cut - 1
+        if self.line_limit and rest > self.line_limit:
+            raise line_too_long(self.line_limit)
+        self.out_length = 0
+        if self.carry_length:
+            self._carry_append(data, cut)
+            self._check_lengths(self.carry, self.carry_length)
+            self._block(self.carry, self.carry_length)
+            self.carry_length = 0
+        else:
+            self._check_lengths(data, cut)
+            self._block(data, cut)
+        self._carry_append(data + cut + 1, rest)
+        return PyBytes_FromStringAndSize(self.out, self.out_length)
+
+    def finish(self):
+        """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
+        cdef Py_ssize_t length = self.carry_length
+        self.out_length = 0
+        if length:
+            self.carry_length = 0
+            self._line(self.carry, length)
+        relayed = PyBytes_FromStringAndSize(self.out, self.out_length)
+        self.memo.end_of_scrape(self.samples_in, self.memo_misses, self.was_full)
+        if not self.openmetrics:
+            return relayed
+        if not self.ended:
+            raise missing_eof()
+        return relayed + b"# EOF\n"
+
+    cdef int _carry_append(self, const char* data, Py_ssize_t length) except -1:
+        self._reserve(&self.carry, &self.carry_capacity, self.carry_length + length)
+        memcpy(self.carry + self.carry_length, data, length)
+        self.carry_length += length
+        return 0
+
+    cdef int _reserve(self, char** buffer, Py_ssize_t* capacity, Py_ssize_t needed) except -1:
+        cdef char* grown
+        if needed <= capacity[0]:
+            return 0
+        needed = max(needed, capacity[0] * 2, 65536)
+        grown = <char*>realloc(buffer[0], needed)
+        if grown == NULL:
+            raise MemoryError()
+        buffer[0] = grown
+        capacity[0] = needed
+        return 0
+
+    cdef inline int _emit(self, const char* data, Py_ssize_t length) except -1:
+        if self.out_length + length > self.out_capacity:
+            self._reserve(&self.out, &self.out_capacity, self.out_length + length)
+        memcpy(self.out + self.out_length, data, length)
+        self.out_length += length
+        return 0
+
+    cdef int _check_lengths(self, const char* block, Py_ssize_t length) except -1:
+        """Every line of a block is checked before any is relayed, as LineBlocks does."""
+        cdef const char* end = block + length
+        cdef const char* newline
+        if not self.line_limit:
+            return 0
+        while True:
+            newline = <const char*>memchr(block, b'\n', end - block)
+            if newline == NULL:
+                newline = end
+            if newline - block > self.line_limit:
+                raise line_too_long(self.line_limit)
+            if newline == end:
+                return 0
+            block = newline + 1
+
+    cdef int _block(self, const char* block, Py_ssize_t length) except -1:
+        cdef const char* end = block + length
+        cdef const char* newline
+        while True:
+            newline = <const char*>memchr(block, b'\n', end - block)
+            if newline == NULL:
+                self._line(block, end - block)
+                return 0
+            self._line(block, newline - block)
+            block = newline + 1
+
+    cdef int _line(self, const char* line, Py_ssize_t length) except -1:
+        cdef Py_ssize_t end, series_length, index
+        cdef uint64_t key0, key1, identity = 0
+        cdef uint32_t flags, name_id, offset = 0, replacement_length = 0
+        cdef bint tail_canonical, tail_invalid = False
+        cdef NativeMemo memo = self.memo
+        cdef Slot* slot
+        cdef object exemplar = None, replacement = None, new_tail = None, result
+        if self.openmetrics and (self.ended or length == 0 or line[0] == b' ' or line[0] == b'\t'):
+            raise openmetrics_line_error(line[:length], ended=self.ended)
+        if length == 0:
+            return 0
+        if <uint8_t>line[0] < 58:  # not a name's first character nor '{': blanks, a comment, or invalid
+            while length and (line[0] == b' ' or line[0] == b'\t'):
+                line += 1
+                length -= 1
+            if length == 0:
+                return 0
+            if line[0] == b'#':
+                self.tracker.comment(line[:length])
+                self.ended = self.tracker.ended
+                self.last_name_id = 0
+                return 0
+        if self.openmetrics and _find_exemplar_mark(line, length):
+            without, exemplar = split_exemplar(line[:length])
+            length = PyBytes_GET_SIZE(without)
+            if not exemplar:
+                exemplar = None
+        end = length - 1
+        while end >= 0 and line[end] != b'}':
+            end -= 1
+        if end < 0:
+            end = 0
+            while end < length and line[end] != b' ' and line[end] != b'\t':
+                end += 1
+            end -= 1
+        series_length = end + 1
+        _siphash13_128(<const uint8_t*>line, series_length, memo.k0, memo.k1, &key0, &key1)
+        index = memo._find(key0, key1)
+        slot = &memo.slots[index]
+        if slot.flags != 0:
+            flags, name_id = slot.flags, slot.name_id
+            offset, replacement_length = slot.offset, slot.length
+            if self.dedup:
+                identity = memo.identities[index]
+        else:
+            result = self.relabel_series(line[:series_length])
+            memo.misses += 1
+            flags, name_id, identity, replacement = _encode(memo, result)
+            replacement_length = PyBytes_GET_SIZE(replacement)
+            memo._insert(key0, key1, flags, name_id, identity, PyBytes_AS_STRING(replacement),
+                         replacement_length)
+        tail_canonical = _canonical_tail(line + series_length, length - series_length, self.openmetrics)
+        if not tail_canonical:
+            learned = self.learn_tail(line[series_length:length], openmetrics=self.openmetrics)
+            if learned is None:
+                tail_invalid = True
+            elif learned is True:
+                tail_canonical = True
+            else:
+                new_tail = learned
+        self.samples_in += 1
+        if flags & DROPPED:
+            self.drops[flags >> REASON_SHIFT] += 1
+            return 0
+        if flags & UTF8_ONLY and not self.utf8_names:
+            self.drops[REASON_UTF8_NAME] += 1
+            return 0
+        if tail_invalid:
+            self.drops[REASON_INVALID_LINE] += 1
+            return 0
+        if flags & LIMIT_ERROR:
+            raise LimitExceededError(self.relabel_series(line[:series_length]).limit_error)
+        if name_id != self.last_name_id:  # families run in blocks: check once per name change
+            self.last_name_id = name_id
+            for described in self.tracker.describe(memo.names[name_id]):
+                self._emit(PyBytes_AS_STRING(described), PyBytes_GET_SIZE(described))
+                self._emit(b"\n", 1)
+        if self.dedup and self._seen_before(identity):
+            self.drops[REASON_DUPLICATE] += 1
+            return 0
+        self.samples_out += 1
+        if flags & KEEP_VERBATIM:
+            self._emit(line, length if tail_canonical else series_length)
+        elif replacement is not None:
+            self._emit(PyBytes_AS_STRING(replacement), replacement_length)
+        else:
+            self._emit(memo.arena + offset, replacement_length)
+        if not (flags & KEEP_VERBATIM and tail_canonical):
+            if tail_canonical:
+                self._emit(line + series_length, length - series_length)
+            else:
+                self._emit(PyBytes_AS_STRING(new_tail), PyBytes_GET_SIZE(new_tail))
+        if exemplar is not None and not (flags & STRIP_EXEMPLAR):
+            self._emit(PyBytes_AS_STRING(exemplar), PyBytes_GET_SIZE(exemplar))
+        self._emit(b"\n", 1)
+        if self.sample_limit and self.samples_out > self.sample_limit:
+            raise sample_limit_error(self.sample_limit)
+        return 0
+
+    cdef bint _seen_before(self, uint64_t identity) except -1:
+        """Whether this body already sent a series with this label set; remembers it (bounded)."""
+        cdef size_t mask, index, i
+        cdef uint64_t* old
+        cdef size_t old_capacity
+        if identity == 0:
+            if self.seen_zero:
+                return True
+            if self.seen_count < DUPLICATE_WATCH_LIMIT:
+                self.seen_zero = True
+                self.seen_count += 1
+            return False
+        if self.seen == NULL:
+            self.seen = <uint64_t*>calloc(INITIAL_SEEN, sizeof(uint64_t))
+            if self.seen == NULL:
+                raise MemoryError()
+            self.seen_capacity = INITIAL_SEEN
+        mask = self.seen_capacity - 1
+        index = <size_t>(identity * 0x9E3779B97F4A7C15ULL >> 20) & mask
+        while self.seen[index] != 0:
+            if self.seen[index] == identity:
+                return True
+            index = (index + 1) & mask
+        if self.seen_count >= DUPLICATE_WATCH_LIMIT:
+            return False
+        self.seen[index] = identity
+        self.seen_count += 1
+        if self.seen_count * 2 > self.seen_capacity:
+            old, old_capacity = self.seen, self.seen_capacity
+            self.seen = <uint64_t*>calloc(old_capacity * 2, sizeof(uint64_t))
+            if self.seen == NULL:
+                self.seen = old
+                raise MemoryError()
+            self.seen_capacity = old_capacity * 2
+            mask = self.seen_capacity - 1
+            for i in range(old_capacity):
+                if old[i] != 0:
+                    index = <size_t>(old[i] * 0x9E3779B97F4A7C15ULL >> 20) & mask
+                    while self.seen[index] != 0:
+                        index = (index + 1) & mask
+                    self.seen[index] = old[i]
+            free(old)
+        return False
+
+
+cdef inline bint _find_exemplar_mark(const char* line, Py_ssize_t length) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(length - 2):
+        if line[i] == b' ' and line[i + 1] == b'#' and line[i + 2] == b' ':
+            return True
+    return False
+
+
+cdef tuple _encode(NativeMemo memo, result):
+    """A SeriesResult as a slot's flags, name id, identity and replacement bytes."""
+    output, name, renamed, unchanged, drop_reason, limit_error, identity, utf8_output = result
+    cdef uint32_t flags = OCCUPIED
+    replacement = b""
+    if output is None and utf8_output is None:
+        flags |= DROPPED | (DROP_REASONS.index(drop_reason) << REASON_SHIFT)
+    elif output is None:
+        flags |= UTF8_ONLY | KEEP_REPLACED
+        replacement = utf8_output
+    elif unchanged:
+        flags |= KEEP_VERBATIM
+    else:
+        flags |= KEEP_REPLACED
+        replacement = output
+    if limit_error:
+        flags |= LIMIT_ERROR
+    if renamed and not name.endswith(EXEMPLAR_SUFFIXES):
+        flags |= STRIP_EXEMPLAR
+    return flags, memo._name_id(name), identity & 0xFFFFFFFFFFFFFFFF, replacement

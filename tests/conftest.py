@@ -1,0 +1,24 @@
+"""Fixtures shared by the test modules: the line engine under test."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import pipeline
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "native",
+            marks=pytest.mark.skipif(
+                pipeline.NATIVE is None, reason="the compiled engine is not loaded here"
+            ),
+        ),
+        "python",
+    ]
+)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each line engine in turn as the default for bodies relabeled during the test."""
+    monkeypatch.setattr(pipeline, "default_engine", request.param)
+    return str(request.param)
