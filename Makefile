@@ -27,8 +27,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# The whole suite twice: on the default (compiled) engine, then on the Python reference alone.
 unit: $(STAMP)
 	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m pytest
+	PATH="$(CURDIR)/.peers/bin:$$PATH" RELAY_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
 bench: $(STAMP) peers
 	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m bench
