@@ -15,7 +15,7 @@ reach kube-apiserver's labels); a collision would need 2^64 series.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 import os
@@ -34,7 +34,7 @@ from relay.pyengine import (
 from relay.rules import DROP_REASONS, MEMO_BYTE_LIMIT
 from relay.errors import LimitExceededError
 
-# A slot's flags. 0 is an empty slot.
+# An entry's flags.
 cdef enum:
     OCCUPIED = 1
     KEEP_VERBATIM = 2      # the series goes out as it came
@@ -55,7 +55,7 @@ cdef enum:
 
 assert DROP_REASONS == ("relabel", "invalid_name", "utf8_name", "duplicate", "invalid_line")
 
-cdef struct Slot:
+cdef struct Entry:
     uint64_t key0
     uint64_t key1
     uint32_t flags
@@ -64,6 +64,9 @@ cdef struct Slot:
     uint32_t length
 
 DEF INITIAL_SLOTS = 4096
+DEF NO_ENTRY = 0xFFFFFFFFFFFFFFFF
+DEF UNNAMED = 0xFFFFFFFF  # a name the memo did not take (too many names): never remembered
+DEF NAME_LIMIT = 1 << 18  # distinct metric names remembered (a kube-apiserver has about 700)
 DEF INITIAL_SEEN = 4096
 DEF SAFE_MAGNITUDE = 300  # decimal digits before the point that a float64 surely holds (max is ~1.8e308)
 DEF SAFE_TIMESTAMP_DIGITS = 18  # int64 milliseconds: 18 digits always fit
@@ -140,14 +143,20 @@ def siphash13_128(bytes data, bytes key):
 cdef class NativeMemo:
     """One upstream's series memo in native memory: 128-bit key → action, name and replacement bytes.
 
-    Bounded like the Python memo: at most `max_entries` series, and replacement bytes up to `max_bytes`; a
-    full memo keeps what it has, and end_of_scrape() renews it when the series have moved on.
+    Entries sit in a dense array in the order they were learnt, which is the order of the body; a scrape of
+    the same body reads them in sequence (the engine tries the entry after the last one first), so the warm
+    path streams through memory instead of missing the cache on every line. An open-addressing index of
+    entry numbers finds the rest. Bounded like the Python memo: at most `max_entries` series and
+    `max_bytes` of replacement text; a full memo keeps what it has, and end_of_scrape() renews it when the
+    series have moved on.
     """
 
-    cdef Slot* slots
+    cdef Entry* entries
     cdef uint64_t* identities
-    cdef size_t capacity
+    cdef size_t entries_capacity
     cdef size_t count
+    cdef uint32_t* index
+    cdef size_t index_capacity
     cdef char* arena
     cdef size_t arena_used
     cdef size_t arena_capacity
@@ -165,17 +174,21 @@ cdef class NativeMemo:
         key = os.urandom(16)
         self.k0 = int.from_bytes(key[:8], "little")
         self.k1 = int.from_bytes(key[8:], "little")
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
+        self.max_entries = min(max_entries, 0xFFFFFFFE)  # entry numbers are 32-bit
+        self.max_bytes = min(max_bytes, 0xFFFFFFFF)  # arena offsets are 32-bit
         self.dedup = dedup
         self.names = {}
         self.name_ids = {}
         self.next_name_id = 1  # 0 means "no name" to the engine
-        self._allocate(INITIAL_SLOTS)
+        self.index = <uint32_t*>calloc(INITIAL_SLOTS, sizeof(uint32_t))
+        if self.index == NULL:
+            raise MemoryError()
+        self.index_capacity = INITIAL_SLOTS
 
     def __dealloc__(self):
-        free(self.slots)
+        free(self.entries)
         free(self.identities)
+        free(self.index)
         free(self.arena)
 
     def __len__(self):
@@ -188,102 +201,117 @@ cdef class NativeMemo:
 
     @property
     def table_bytes(self):
-        """Native memory held: the slot table, identities and the replacement arena."""
-        per_slot = sizeof(Slot) + (sizeof(uint64_t) if self.dedup else 0)
-        return self.capacity * per_slot + self.arena_capacity
+        """Native memory held: entries, identities, the index and the replacement arena."""
+        per_entry = sizeof(Entry) + (sizeof(uint64_t) if self.dedup else 0)
+        return self.entries_capacity * per_entry + self.index_capacity * sizeof(uint32_t) + self.arena_capacity
 
-    cdef int _allocate(self, size_t capacity) except -1:
-        self.slots = <Slot*>calloc(capacity, sizeof(Slot))
-        if self.slots == NULL:
+    cdef inline size_t _lookup(self, uint64_t key0, uint64_t key1, size_t predicted) noexcept nogil:
+        """The number of the entry with this key, or NO_ENTRY; `predicted` is tried first."""
+        cdef Entry* entry
+        cdef size_t mask, position
+        cdef uint32_t number
+        if predicted < self.count:
+            entry = &self.entries[predicted]
+            if entry.key0 == key0 and entry.key1 == key1:
+                return predicted
+        mask = self.index_capacity - 1
+        position = <size_t>key0 & mask
+        while True:
+            number = self.index[position]
+            if number == 0:
+                return NO_ENTRY
+            entry = &self.entries[number - 1]
+            if entry.key0 == key0 and entry.key1 == key1:
+                return number - 1
+            position = (position + 1) & mask
+
+    cdef inline void _place(self, size_t number) noexcept nogil:
+        cdef size_t mask = self.index_capacity - 1
+        cdef size_t position = <size_t>self.entries[number].key0 & mask
+        while self.index[position] != 0:
+            position = (position + 1) & mask
+        self.index[position] = <uint32_t>(number + 1)
+
+    cdef int _grow_index(self) except -1:
+        cdef uint32_t* grown = <uint32_t*>calloc(self.index_capacity * 2, sizeof(uint32_t))
+        cdef size_t number
+        if grown == NULL:
             raise MemoryError()
-        if self.dedup:
-            self.identities = <uint64_t*>calloc(capacity, sizeof(uint64_t))
-            if self.identities == NULL:
-                raise MemoryError()
-        self.capacity = capacity
+        free(self.index)
+        self.index = grown
+        self.index_capacity *= 2
+        for number in range(self.count):
+            self._place(number)
         return 0
 
-    cdef inline size_t _find(self, uint64_t key0, uint64_t key1) noexcept nogil:
-        """The index of the slot holding the key, or of the empty slot where it would go."""
-        cdef size_t mask = self.capacity - 1
-        cdef size_t index = <size_t>key0 & mask
-        cdef Slot* slot
-        while True:
-            slot = &self.slots[index]
-            if slot.flags == 0 or (slot.key0 == key0 and slot.key1 == key1):
-                return index
-            index = (index + 1) & mask
-
-    cdef int _grow(self) except -1:
-        cdef Slot* old_slots = self.slots
-        cdef uint64_t* old_identities = self.identities
-        cdef size_t old_capacity = self.capacity
-        cdef size_t i, index
-        self.slots = NULL
-        self.identities = NULL
-        try:
-            self._allocate(old_capacity * 2)
-        except MemoryError:
-            free(self.slots)
-            free(self.identities)
-            self.slots, self.identities, self.capacity = old_slots, old_identities, old_capacity
-            raise
-        for i in range(old_capacity):
-            if old_slots[i].flags != 0:
-                index = self._find(old_slots[i].key0, old_slots[i].key1)
-                self.slots[index] = old_slots[i]
-                if self.dedup:
-                    self.identities[index] = old_identities[i]
-        free(old_slots)
-        free(old_identities)
+    cdef int _grow_entries(self) except -1:
+        cdef size_t capacity = max(self.entries_capacity + self.entries_capacity // 2, 1024)
+        cdef Entry* entries = <Entry*>realloc(self.entries, capacity * sizeof(Entry))
+        cdef uint64_t* identities
+        if entries == NULL:
+            raise MemoryError()
+        self.entries = entries
+        if self.dedup:
+            identities = <uint64_t*>realloc(self.identities, capacity * sizeof(uint64_t))
+            if identities == NULL:
+                raise MemoryError()
+            self.identities = identities
+        self.entries_capacity = capacity
         return 0
 
     cdef uint32_t _name_id(self, str name):
         found = self.name_ids.get(name)
         if found is not None:
             return found
+        if len(self.name_ids) >= NAME_LIMIT:
+            return UNNAMED
         # Ids are never reused, so a body that outlives a renewal never takes a new name for its last one.
         cdef uint32_t new_id = self.next_name_id
         self.next_name_id += 1
-        if self.next_name_id == 0:
+        if self.next_name_id == UNNAMED:
             self.next_name_id = 1
         self.name_ids[name] = new_id
         self.names[new_id] = name
         return new_id
 
-    cdef int _insert(self, uint64_t key0, uint64_t key1, uint32_t flags, uint32_t name_id,
-                     uint64_t identity, const char* replacement, size_t length) except -1:
-        """Remember a result unless the memo is full (by entries or by bytes)."""
-        cdef size_t index
+    cdef size_t _insert(self, uint64_t key0, uint64_t key1, uint32_t flags, uint32_t name_id,
+                        uint64_t identity, const char* replacement, size_t length) except? 0:
+        """Remember a result unless the memo is full (by entries or by bytes): its number, or NO_ENTRY."""
         cdef char* grown
-        cdef size_t needed
-        if self.count >= self.max_entries or self.arena_used + length > self.max_bytes:
+        cdef size_t needed, number
+        cdef Entry* entry
+        if (self.count >= self.max_entries or self.arena_used + length > self.max_bytes
+                or name_id == UNNAMED):
             self.refused_insert = True
-            return 0
+            return NO_ENTRY
         if length:
             needed = self.arena_used + length
             if needed > self.arena_capacity:
-                needed = max(needed, self.arena_capacity * 2, 65536)
+                needed = max(needed, self.arena_capacity + self.arena_capacity // 2, 65536)
                 grown = <char*>realloc(self.arena, needed)
                 if grown == NULL:
                     raise MemoryError()
                 self.arena = grown
                 self.arena_capacity = needed
             memcpy(self.arena + self.arena_used, replacement, length)
-        if (self.count + 1) * 4 > self.capacity * 3:
-            self._grow()
-        index = self._find(key0, key1)
-        self.slots[index].key0 = key0
-        self.slots[index].key1 = key1
-        self.slots[index].flags = flags
-        self.slots[index].name_id = name_id
-        self.slots[index].offset = <uint32_t>self.arena_used
-        self.slots[index].length = <uint32_t>length
+        if self.count == self.entries_capacity:
+            self._grow_entries()
+        if (self.count + 1) * 4 > self.index_capacity * 3:
+            self._grow_index()
+        number = self.count
+        entry = &self.entries[number]
+        entry.key0 = key0
+        entry.key1 = key1
+        entry.flags = flags
+        entry.name_id = name_id
+        entry.offset = <uint32_t>self.arena_used
+        entry.length = <uint32_t>length
         if self.dedup:
-            self.identities[index] = identity
+            self.identities[number] = identity
         self.arena_used += length
         self.count += 1
-        return 0
+        self._place(number)
+        return number
 
     def end_of_scrape(self, samples, misses, was_full):
         """After a body: forget a full memo of which this body used less than half (as Rules.end_of_scrape)."""
@@ -291,15 +319,15 @@ cdef class NativeMemo:
             self.clear()
 
     def clear(self):
-        """Forget every series (the table keeps its size; names keep their ids)."""
-        cdef size_t i
-        for i in range(self.capacity):
-            self.slots[i].flags = 0
+        """Forget every series (the arrays keep their size; names keep their ids, unless they are many)."""
+        memset(self.index, 0, self.index_capacity * sizeof(uint32_t))
         self.count = 0
         self.arena_used = 0
         self.refused_insert = False
-        self.name_ids.clear()
-        self.names.clear()
+        if len(self.name_ids) >= NAME_LIMIT // 2:
+            # New ids from here on: a body still running never mistakes a new name for its last one.
+            self.name_ids.clear()
+            self.names.clear()
 
 
 cdef inline Py_ssize_t _scan_float(const char* text, Py_ssize_t i, Py_ssize_t n, bint allow_special) noexcept nogil:
@@ -406,6 +434,10 @@ cdef class NativeBodyRelabeler:
     cdef size_t seen_capacity
     cdef size_t seen_count
     cdef bint seen_zero
+    cdef size_t predicted
+    cdef bint metadata_pending
+    cdef uint8_t* noted
+    cdef size_t noted_capacity
 
     engine = "native"
 
@@ -429,6 +461,7 @@ cdef class NativeBodyRelabeler:
         free(self.carry)
         free(self.out)
         free(self.seen)
+        free(self.noted)
 
     @property
     def dropped(self):
@@ -536,12 +569,13 @@ cdef class NativeBodyRelabeler:
             block = newline + 1
 
     cdef int _line(self, const char* line, Py_ssize_t length) except -1:
-        cdef Py_ssize_t end, series_length, index
+        cdef Py_ssize_t end, series_length
+        cdef size_t number
         cdef uint64_t key0, key1, identity = 0
         cdef uint32_t flags, name_id, offset = 0, replacement_length = 0
         cdef bint tail_canonical, tail_invalid = False
         cdef NativeMemo memo = self.memo
-        cdef Slot* slot
+        cdef Entry* entry
         cdef object exemplar = None, replacement = None, new_tail = None, result
         if self.openmetrics and (self.ended or length == 0 or line[0] == b' ' or line[0] == b'\t'):
             raise openmetrics_line_error(line[:length], ended=self.ended)
@@ -556,6 +590,7 @@ cdef class NativeBodyRelabeler:
             if line[0] == b'#':
                 self.tracker.comment(line[:length])
                 self.ended = self.tracker.ended
+                self.metadata_pending = self.tracker.has_pending
                 self.last_name_id = 0
                 return 0
         if self.openmetrics and _find_exemplar_mark(line, length):
@@ -573,20 +608,22 @@ cdef class NativeBodyRelabeler:
             end -= 1
         series_length = end + 1
         _siphash13_128(<const uint8_t*>line, series_length, memo.k0, memo.k1, &key0, &key1)
-        index = memo._find(key0, key1)
-        slot = &memo.slots[index]
-        if slot.flags != 0:
-            flags, name_id = slot.flags, slot.name_id
-            offset, replacement_length = slot.offset, slot.length
+        number = memo._lookup(key0, key1, self.predicted)
+        if number != NO_ENTRY:
+            entry = &memo.entries[number]
+            flags, name_id = entry.flags, entry.name_id
+            offset, replacement_length = entry.offset, entry.length
             if self.dedup:
-                identity = memo.identities[index]
+                identity = memo.identities[number]
         else:
             result = self.relabel_series(line[:series_length])
             memo.misses += 1
             flags, name_id, identity, replacement = _encode(memo, result)
             replacement_length = PyBytes_GET_SIZE(replacement)
-            memo._insert(key0, key1, flags, name_id, identity, PyBytes_AS_STRING(replacement),
-                         replacement_length)
+            number = memo._insert(key0, key1, flags, name_id, identity, PyBytes_AS_STRING(replacement),
+                                  replacement_length)
+        # Bodies list their series in the same order every scrape: the next line is likely the next entry.
+        self.predicted = number + 1
         tail_canonical = _canonical_tail(line + series_length, length - series_length, self.openmetrics)
         if not tail_canonical:
             learned = self.learn_tail(line[series_length:length], openmetrics=self.openmetrics)
@@ -608,11 +645,15 @@ cdef class NativeBodyRelabeler:
             return 0
         if flags & LIMIT_ERROR:
             raise LimitExceededError(self.relabel_series(line[:series_length]).limit_error)
-        if name_id != self.last_name_id:  # families run in blocks: check once per name change
+        if name_id != self.last_name_id or name_id == UNNAMED:  # families run in blocks: once per name
             self.last_name_id = name_id
-            for described in self.tracker.describe(memo.names[name_id]):
-                self._emit(PyBytes_AS_STRING(described), PyBytes_GET_SIZE(described))
-                self._emit(b"\n", 1)
+            if name_id == UNNAMED or self.metadata_pending or not self._noted(name_id):
+                # Without pending metadata, describe() only notes the name: once per name is enough.
+                name = result.name if name_id == UNNAMED else memo.names[name_id]
+                for described in self.tracker.describe(name):
+                    self._emit(PyBytes_AS_STRING(described), PyBytes_GET_SIZE(described))
+                    self._emit(b"\n", 1)
+                self.metadata_pending = self.tracker.has_pending
         if self.dedup and self._seen_before(identity):
             self.drops[REASON_DUPLICATE] += 1
             return 0
@@ -634,6 +675,22 @@ cdef class NativeBodyRelabeler:
         if self.sample_limit and self.samples_out > self.sample_limit:
             raise sample_limit_error(self.sample_limit)
         return 0
+
+    cdef bint _noted(self, uint32_t name_id) except -1:
+        """Whether this body already told the tracker about this name; notes it."""
+        cdef size_t capacity
+        cdef uint8_t* grown
+        if name_id >= self.noted_capacity:
+            capacity = max(<size_t>name_id + 1, self.noted_capacity * 2, 1024)
+            grown = <uint8_t*>realloc(self.noted, capacity)
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + self.noted_capacity, 0, capacity - self.noted_capacity)
+            self.noted, self.noted_capacity = grown, capacity
+        if self.noted[name_id]:
+            return True
+        self.noted[name_id] = 1
+        return False
 
     cdef bint _seen_before(self, uint64_t identity) except -1:
         """Whether this body already sent a series with this label set; remembers it (bounded)."""
@@ -689,7 +746,7 @@ cdef inline bint _find_exemplar_mark(const char* line, Py_ssize_t length) noexce
 
 
 cdef tuple _encode(NativeMemo memo, result):
-    """A SeriesResult as a slot's flags, name id, identity and replacement bytes."""
+    """A SeriesResult as an entry's flags, name id, identity and replacement bytes."""
     output, name, renamed, unchanged, drop_reason, limit_error, identity, utf8_output = result
     cdef uint32_t flags = OCCUPIED
     replacement = b""

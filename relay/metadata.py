@@ -24,6 +24,11 @@ class MetadataTracker:
         self._described: set[str] = set()
         self._names_sent: set[str] = set()
 
+    @property
+    def has_pending(self) -> bool:
+        """Whether metadata waits for a sample (otherwise describe() only notes names)."""
+        return bool(self._pending)
+
     def comment(self, line: bytes) -> bool:
         """Take a comment line: remember HELP/TYPE (and UNIT) for their family, drop other comments.
 
