@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import __version__, logs
+from relay import __version__, logs, pipeline
 from relay.errors import ConfigError
 from relay.runtime import Runtime, load_checked, load_config
 from relay.server import create_app
@@ -123,6 +123,7 @@ async def serve(
                 "addresses": " ".join(_url(address) for address in runner.addresses),
                 "upstreams": ",".join(runtime.clients),
                 "version": __version__,
+                "engine": pipeline.default_engine,
             },
         )
         if on_started is not None:

@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_LINE_LENGTH_LIMIT = 1 << 20
-DEFAULT_RELABEL_CACHE_SIZE = 100_000
+DEFAULT_RELABEL_CACHE_SIZE = 600_000
 INVALID_LINE_ACTIONS = ("fail", "drop")
 UPSTREAM_NAME_RE = re.compile(r"[a-zA-Z0-9_-]+")
 TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
@@ -87,6 +87,20 @@ class UpstreamConfig:
         """This upstream without its place in the file: equal when only the order of upstreams changed."""
         rules = tuple(dataclasses.replace(rule, location="") for rule in self.metric_relabel_configs)
         return dataclasses.replace(self, location="", metric_relabel_configs=rules)
+
+    def relabel_settings(self) -> tuple[object, ...]:
+        """What the compiled rules and their memo depend on: a reload that keeps these keeps the memo."""
+        rules = tuple(dataclasses.replace(rule, location="") for rule in self.metric_relabel_configs)
+        limits = (self.sample_limit, self.label_limit, self.label_name_length_limit)
+        return (
+            self.name,
+            rules,
+            *limits,
+            self.label_value_length_limit,
+            self.line_length_limit,
+            self.relabel_cache_size,
+            self.on_invalid_line,
+        )
 
     def credential_settings(self) -> tuple[object, ...]:
         """What the upstream's credentials depend on (rotating them must not forget the last good set)."""

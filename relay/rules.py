@@ -11,7 +11,7 @@ from collections.abc import Sized
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from relay.config import UpstreamConfig
+from relay.config import DEFAULT_RELABEL_CACHE_SIZE, UpstreamConfig
 from relay.errors import InvalidExpositionError
 from relay.exposition import (
     ParsedSeries,
@@ -81,7 +81,7 @@ class Rules:
     program: RelabelProgram
     limits: Limits = field(default_factory=Limits)
     drop_invalid_lines: bool = False
-    memo_size: int = 100_000
+    memo_size: int = DEFAULT_RELABEL_CACHE_SIZE
     rewrites_labels: bool = False
     series: dict[bytes, SeriesResult] = field(default_factory=dict)
     memo_bytes: int = 0

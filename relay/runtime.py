@@ -33,12 +33,13 @@ def load_config(path: Path) -> Config:
 
 
 def compile_rules(config: Config, current: dict[str, Rules]) -> dict[str, Rules]:
-    """Each upstream's compiled rules; an upstream whose settings are unchanged keeps its rules (and memo)."""
+    """Each upstream's compiled rules; an upstream whose rules and limits are unchanged keeps them (and its
+    memo), whatever else changed (timeout, URL, credentials)."""
     rules: dict[str, Rules] = {}
     problems: list[Problem] = []
     for upstream in config.upstreams:
         kept = current.get(upstream.name)
-        if kept is not None and kept.upstream.settings() == upstream.settings():
+        if kept is not None and kept.upstream.relabel_settings() == upstream.relabel_settings():
             rules[upstream.name] = kept
             continue
         try:

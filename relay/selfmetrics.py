@@ -12,7 +12,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from relay import __version__
+from relay import __version__, pipeline
 from relay.errors import SCRAPE_ERRORS
 from relay.negotiation import TEXT_CONTENT_TYPE
 from relay.rules import DROP_REASONS
@@ -31,11 +31,11 @@ class SelfMetrics:
         registry = self.registry
         build_info = Gauge(
             "metrics_relay_build_info",
-            "The relay's version and Python; always 1.",
-            ["version", "python_version"],
+            "The relay's version, Python, and line engine (native or python); always 1.",
+            ["version", "python_version", "engine"],
             registry=registry,
         )
-        build_info.labels(__version__, platform.python_version()).set(1)
+        build_info.labels(__version__, platform.python_version(), pipeline.default_engine).set(1)
         self.scrapes = Counter(
             "metrics_relay_scrapes",
             "Scrapes of an upstream served by the relay.",

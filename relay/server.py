@@ -138,8 +138,9 @@ class RelayedScrape:
 
     async def run(self) -> None:
         """Stream the relabeled body; raises ScrapeError (or TimeoutError from the caller's deadline)."""
-        # Rules are replaced on a reload that changes the upstream, so flights never mix configurations.
-        key = (self.rules, self.preferences.openmetrics, self.preferences.utf8_names)
+        # A reload that changes the upstream replaces its client (and its rules, if they changed), so flights
+        # never mix configurations.
+        key = (self.client, self.rules, self.preferences.openmetrics, self.preferences.utf8_names)
         follower = self.runtime.flights.follower(
             key,
             lambda flight: upstream_pass(flight, self.runtime, self.client, self.rules, self.preferences),

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from relay import pipeline
 from relay.config import parse
 from relay.errors import ClientTLSMaterialError
 from relay.tls import CredentialSource
@@ -55,7 +56,9 @@ async def test_health_ready_and_self_metrics(pki, tmp_path):
         assert (await get(f"{relay.base_url}/-/ready"))[0] == 503
     assert status == 200
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
-    assert "metrics_relay_build_info{" in text
+    assert f'engine="{pipeline.default_engine}"' in next(
+        line for line in text.splitlines() if line.startswith("metrics_relay_build_info{")
+    )
     assert 'metrics_relay_scrape_failures_total{reason="tls",upstream="test"} 0.0' in text
     assert "metrics_relay_client_certificate_expiry_timestamp_seconds" in text
     assert "_created" not in text
@@ -92,13 +95,15 @@ async def test_self_metrics_in_openmetrics_on_request(pki, tmp_path):
 
 
 async def test_reload_applies_a_good_file_and_keeps_the_old_one_on_error(pki, tmp_path):
-    """POST /-/reload adds a new upstream; a broken file gives 500 with the error and changes nothing."""
+    """POST /-/reload adds a new upstream and keeps the memo when only the timeout changed; a broken file gives
+    500 with the error and changes nothing."""
     files = pki.client_files()
     async with (
         running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
         running_relay(config_yaml(upstream.url, files), tmp_path) as relay,
     ):
         assert (await get(f"{relay.base_url}/metrics/second"))[0] == 404
+        assert (await get(f"{relay.base_url}/metrics/test"))[0] == 200
         two = (
             config_yaml(upstream.url, files)
             + config_yaml(upstream.url, files, name="second").split("\n", 1)[1]
@@ -114,6 +119,13 @@ async def test_reload_applies_a_good_file_and_keeps_the_old_one_on_error(pki, tm
         assert (await get(f"{relay.base_url}/metrics/second"))[2] == BODY.decode()
         _, _, metrics = await get(f"{relay.base_url}/relay/metrics")
         assert "metrics_relay_config_last_reload_successful 0.0" in metrics
+
+        memo = relay.runtime.rules["test"]
+        assert memo.memo_entries > 0
+        relay.config_path.write_text(two.replace("name: test\n", "name: test\n    timeout: 7s\n", 1))
+        assert (await get(f"{relay.base_url}/-/reload", "POST"))[:1] == (200,)
+        assert relay.runtime.clients["test"].config.timeout == 7
+        assert relay.runtime.rules["test"] is memo  # only the timeout changed: the memo is kept
 
         missing = ClientFiles(*(tmp_path / "missing" / name for name in ("ca.crt", "tls.crt", "tls.key")))
         relay.config_path.write_text(config_yaml(upstream.url, missing, name="second"))
