@@ -5,27 +5,30 @@
 #     -v "$PWD/config/ack-one.yml:/etc/metrics-relay/config.yml:ro" \
 #     -v "$PWD/tls:/etc/metrics-relay/tls:ro" metrics-relay:0.1.0
 #
-# Two stages: the build stage installs the project and its wheels into a virtual environment, the
-# runtime stage copies only that environment, so neither the build context nor build-time leftovers land
-# in the final image. Both stages use the same base image, so the environment's interpreter path stays
-# valid.
+# Two stages: the build stage (the full image, which has gcc) installs the project, compiling its line
+# engine, into a virtual environment; the runtime stage (slim, no compiler) copies only that environment,
+# so neither the build context nor the toolchain lands in the final image. Both images have the same
+# Python in /usr/local on the same Debian release, so the environment's interpreter path stays valid.
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG PYTHON_VERSION=3.11.13
+ARG DEBIAN_RELEASE=bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+FROM python:${PYTHON_VERSION}-${DEBIAN_RELEASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
 RUN python -m venv /opt/metrics-relay
 # Only what `pip install .` reads; .dockerignore keeps the rest of the checkout out anyway.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY relay ./relay
-# Installs the project from the build context; its dependencies are bounded in pyproject.toml.
+# Installs the project from the build context; its dependencies are bounded in pyproject.toml. The
+# import fails the build if the compiled engine was not built (setup.py would fall back to Python).
 RUN /opt/metrics-relay/bin/pip install --no-cache-dir . \
+ && /opt/metrics-relay/bin/python -c "import relay._engine" \
  && /opt/metrics-relay/bin/metrics-relay --help >/dev/null
 
-FROM ${PYTHON_IMAGE}
+FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE}
 LABEL org.opencontainers.image.title="metrics-relay" \
       org.opencontainers.image.description="Relays an mTLS-protected Prometheus endpoint (ACK One Metrics Aggregator) on plain HTTP" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -460,3 +460,41 @@ def test_dockerignore_keeps_local_state_out_but_not_the_sources():
     for source in copied:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in patterns), f"{source} is ignored"
+
+
+@pytest.mark.timeout(600)
+def test_the_dockerfile_install_steps_build_and_load_the_native_engine(tmp_path):
+    """The files the Dockerfile copies, installed into a fresh virtual environment as its build stage does,
+    compile the line engine: the installed relay runs on it."""
+    source = tmp_path / "src"
+    source.mkdir()
+    copied = [
+        path
+        for kind, value in dockerfile_instructions()
+        if kind == "COPY" and not value.startswith("--from")
+        for path in value.split()[:-1]
+    ]
+    for name in copied:
+        if (ROOT / name).is_dir():
+            ignored = shutil.ignore_patterns("__pycache__", "*.so", "*.c", "*.html")
+            shutil.copytree(ROOT / name, source / name, ignore=ignored)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    probe = "import relay._engine\nfrom relay import pipeline\nprint(pipeline.default_engine)"
+    loaded = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert (loaded.returncode, loaded.stdout.strip()) == (0, "native"), loaded.stderr
+    version = subprocess.run(
+        [str(venv / "bin" / "metrics-relay"), "--version"], capture_output=True, text=True, check=False
+    )
+    assert version.returncode == 0, version.stderr
