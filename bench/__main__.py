@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [core] [e2e] [memory] [concurrency]`: run the benchmarks, print their tables."""
+"""`python -m bench [--quick] [core] [e2e] [memory] [concurrency] [peers]`: run benchmarks, print tables."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from bench.core import CoreSettings, run_core
 from bench.endtoend import EndToEndSettings, run_end_to_end
 from bench.machine import command_line, machine_facts
 from bench.memory import MemorySettings, run_memory
+from bench.scrapers import PeersSettings, run_peers
 
-BENCHMARKS = ("core", "e2e", "memory", "concurrency")
+BENCHMARKS = ("core", "e2e", "memory", "concurrency", "peers")
 MiB = 2**20
 
 
@@ -29,6 +30,7 @@ class Plan:
     e2e: EndToEndSettings
     memory: MemorySettings
     concurrency: ConcurrencySettings
+    peers: PeersSettings
 
 
 FULL = Plan(
@@ -36,12 +38,14 @@ FULL = Plan(
     e2e=EndToEndSettings(payload_bytes=50_000_000, rounds=7),
     memory=MemorySettings(cycled_bytes=1024 * MiB, unique_bytes=64 * MiB),
     concurrency=ConcurrencySettings(concurrent=20, single_runs=5),
+    peers=PeersSettings(payload_bytes=50_000_000, later_scrapes=4),
 )
 QUICK = Plan(
     core=CoreSettings(built_payload_bytes=10_000_000, cold_runs=1, warm_runs=2, parser_input_bytes=3_200_000),
     e2e=EndToEndSettings(payload_bytes=10_000_000, rounds=2),
     memory=MemorySettings(cycled_bytes=256 * MiB, unique_bytes=16 * MiB),
     concurrency=ConcurrencySettings(concurrent=20, single_runs=3),
+    peers=PeersSettings(payload_bytes=10_000_000, later_scrapes=3),
 )
 
 
@@ -92,6 +96,8 @@ async def _run_servers(benchmarks: list[str], plan: Plan, workdir: Path) -> None
         (await run_memory(plan.memory, workdir / "memory")).print()
     if "concurrency" in benchmarks:
         (await run_concurrency(plan.concurrency, workdir / "concurrency")).print()
+    if "peers" in benchmarks:
+        (await run_peers(plan.peers, workdir / "peers")).print()
 
 
 def _runner() -> asyncio.Runner:
