@@ -16,7 +16,18 @@ reach kube-apiserver's labels); a collision would need 2^64 series.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memchr, memcpy, memset
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE, _PyBytes_Resize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_CLEAR, Py_INCREF
+from cpython.pythread cimport (
+    NOWAIT_LOCK,
+    WAIT_LOCK,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
 
 import os
 from collections import Counter
@@ -45,6 +56,11 @@ cdef enum:
     STRIP_EXEMPLAR = 64    # renamed away from a counter or bucket: an exemplar must go
     REASON_SHIFT = 8
 
+cdef enum:  # what _line_fast() did with a line
+    HANDLED = 0
+    SLOW = 1           # the line needs the full path (_line, with the GIL)
+    OUT_OF_MEMORY = 2
+
 cdef enum:
     REASON_RELABEL = 0
     REASON_INVALID_NAME = 1
@@ -53,6 +69,7 @@ cdef enum:
     REASON_INVALID_LINE = 4
     REASONS = 5
 
+assert DUPLICATE_WATCH_LIMIT == 400_000  # DUPLICATE_WATCH below
 assert DROP_REASONS == ("relabel", "invalid_name", "utf8_name", "duplicate", "invalid_line")
 
 cdef struct Entry:
@@ -64,8 +81,9 @@ cdef struct Entry:
     uint32_t length
 
 DEF INITIAL_SLOTS = 4096
-DEF NO_ENTRY = 0xFFFFFFFFFFFFFFFF
-DEF UNNAMED = 0xFFFFFFFF  # a name the memo did not take (too many names): never remembered
+cdef size_t NO_ENTRY = <size_t>-1  # no such entry
+cdef uint32_t UNNAMED = 0xFFFFFFFFU  # a name the memo did not take (too many names): never remembered
+DEF DUPLICATE_WATCH = 400_000  # relay.pyengine.DUPLICATE_WATCH_LIMIT, checked at import
 DEF NAME_LIMIT = 1 << 18  # distinct metric names remembered (a kube-apiserver has about 700)
 DEF INITIAL_SEEN = 4096
 DEF SAFE_MAGNITUDE = 300  # decimal digits before the point that a float64 surely holds (max is ~1.8e308)
@@ -169,8 +187,12 @@ cdef class NativeMemo:
     cdef dict names
     cdef dict name_ids
     cdef uint32_t next_name_id
+    cdef PyThread_type_lock lock  # held by the body being relabeled: single flight can run two at once
 
     def __cinit__(self, size_t max_entries, size_t max_bytes, bint dedup):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
         key = os.urandom(16)
         self.k0 = int.from_bytes(key[:8], "little")
         self.k1 = int.from_bytes(key[8:], "little")
@@ -186,6 +208,8 @@ cdef class NativeMemo:
         self.index_capacity = INITIAL_SLOTS
 
     def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
         free(self.entries)
         free(self.identities)
         free(self.index)
@@ -427,6 +451,7 @@ cdef class NativeBodyRelabeler:
     cdef char* carry
     cdef Py_ssize_t carry_length
     cdef Py_ssize_t carry_capacity
+    cdef PyObject* out_object  # the bytes being written, between _open_output() and _close_output()
     cdef char* out
     cdef Py_ssize_t out_length
     cdef Py_ssize_t out_capacity
@@ -440,6 +465,7 @@ cdef class NativeBodyRelabeler:
     cdef size_t noted_capacity
 
     engine = "native"
+    releases_gil = True
 
     def __init__(self, rules, *, bint openmetrics=False, bint utf8_names=False):
         self.rules = rules
@@ -459,7 +485,7 @@ cdef class NativeBodyRelabeler:
 
     def __dealloc__(self):
         free(self.carry)
-        free(self.out)
+        Py_CLEAR(self.out_object)
         free(self.seen)
         free(self.noted)
 
@@ -475,46 +501,106 @@ cdef class NativeBodyRelabeler:
 
     def feed(self, bytes chunk):
         """The relayed bytes for the lines that `chunk` completes (often b'' while a line is incomplete)."""
+        return self.feed_many([chunk])
+
+    def feed_many(self, list chunks):
+        """The relayed bytes for the lines that these chunks complete, in one call.
+
+        The per-line work runs without the GIL, so a worker thread can relabel one batch while the event
+        loop reads the next and writes the last.
+        """
+        cdef Py_ssize_t size = self.carry_length + 4096
+        for chunk in chunks:
+            size += PyBytes_GET_SIZE(chunk)
+        _lock(self.memo)
+        try:
+            self._open_output(size)
+            for chunk in chunks:
+                self._feed_chunk(chunk)
+            return self._close_output()
+        finally:
+            Py_CLEAR(self.out_object)  # left only by an error
+            PyThread_release_lock(self.memo.lock)
+
+    def finish(self):
+        """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
+        cdef Py_ssize_t length = self.carry_length
+        _lock(self.memo)
+        try:
+            self._open_output(length + 4096)
+            if length:
+                self.carry_length = 0
+                self._line(self.carry, length)
+            relayed = self._close_output()
+            self.memo.end_of_scrape(self.samples_in, self.memo_misses, self.was_full)
+        finally:
+            Py_CLEAR(self.out_object)
+            PyThread_release_lock(self.memo.lock)
+        if not self.openmetrics:
+            return relayed
+        if not self.ended:
+            raise missing_eof()
+        return relayed + b"# EOF\n"
+
+    cdef int _feed_chunk(self, bytes chunk) except -1:
         cdef const char* data = PyBytes_AS_STRING(chunk)
         cdef Py_ssize_t length = PyBytes_GET_SIZE(chunk)
         cdef Py_ssize_t cut = length - 1
-        cdef Py_ssize_t rest
+        cdef Py_ssize_t rest, first
         while cut >= 0 and data[cut] != b'\n':
             cut -= 1
         if cut < 0:
             self._carry_append(data, length)
             if self.line_limit and self.carry_length > self.line_limit:
                 raise line_too_long(self.line_limit)
-            return b""
+            return 0
         rest = length - cut - 1
         if self.line_limit and rest > self.line_limit:
             raise line_too_long(self.line_limit)
-        self.out_length = 0
         if self.carry_length:
-            self._carry_append(data, cut)
-            self._check_lengths(self.carry, self.carry_length)
-            self._block(self.carry, self.carry_length)
+            # Only the line that the carry begins is copied; the rest is read where it lies.
+            first = <Py_ssize_t>(<const char*>memchr(data, b'\n', cut + 1) - data)
+            self._carry_append(data, first)
+            if self.line_limit and self.carry_length > self.line_limit:
+                raise line_too_long(self.line_limit)
+            if first < cut:
+                self._check_lengths(data + first + 1, cut - first - 1)
+            with nogil:
+                self._block(self.carry, self.carry_length)
+                if first < cut:
+                    self._block(data + first + 1, cut - first - 1)
             self.carry_length = 0
         else:
             self._check_lengths(data, cut)
-            self._block(data, cut)
+            with nogil:
+                self._block(data, cut)
         self._carry_append(data + cut + 1, rest)
-        return PyBytes_FromStringAndSize(self.out, self.out_length)
+        return 0
 
-    def finish(self):
-        """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
-        cdef Py_ssize_t length = self.carry_length
+    cdef int _open_output(self, Py_ssize_t capacity) except -1:
+        """Write the output straight into a new bytes object: no copy when it is handed over."""
+        output = PyBytes_FromStringAndSize(NULL, capacity)
+        Py_INCREF(output)
+        self.out_object = <PyObject*>output
+        self.out = PyBytes_AS_STRING(output)
+        self.out_capacity = capacity
         self.out_length = 0
-        if length:
-            self.carry_length = 0
-            self._line(self.carry, length)
-        relayed = PyBytes_FromStringAndSize(self.out, self.out_length)
-        self.memo.end_of_scrape(self.samples_in, self.memo_misses, self.was_full)
-        if not self.openmetrics:
-            return relayed
-        if not self.ended:
-            raise missing_eof()
-        return relayed + b"# EOF\n"
+        return 0
+
+    cdef int _grow_output(self, Py_ssize_t needed) except -1:
+        capacity = max(needed, self.out_capacity * 2)
+        _PyBytes_Resize(&self.out_object, capacity)
+        self.out = PyBytes_AS_STRING(<object>self.out_object)
+        self.out_capacity = capacity
+        return 0
+
+    cdef bytes _close_output(self):
+        _PyBytes_Resize(&self.out_object, self.out_length)
+        output = <bytes>self.out_object
+        Py_CLEAR(self.out_object)
+        self.out = NULL
+        self.out_capacity = 0
+        return output
 
     cdef int _carry_append(self, const char* data, Py_ssize_t length) except -1:
         self._reserve(&self.carry, &self.carry_capacity, self.carry_length + length)
@@ -523,20 +609,13 @@ cdef class NativeBodyRelabeler:
         return 0
 
     cdef int _reserve(self, char** buffer, Py_ssize_t* capacity, Py_ssize_t needed) except -1:
-        cdef char* grown
-        if needed <= capacity[0]:
-            return 0
-        needed = max(needed, capacity[0] * 2, 65536)
-        grown = <char*>realloc(buffer[0], needed)
-        if grown == NULL:
+        if _grow(buffer, capacity, needed) < 0:
             raise MemoryError()
-        buffer[0] = grown
-        capacity[0] = needed
         return 0
 
     cdef inline int _emit(self, const char* data, Py_ssize_t length) except -1:
         if self.out_length + length > self.out_capacity:
-            self._reserve(&self.out, &self.out_capacity, self.out_length + length)
+            self._grow_output(self.out_length + length)
         memcpy(self.out + self.out_length, data, length)
         self.out_length += length
         return 0
@@ -557,16 +636,94 @@ cdef class NativeBodyRelabeler:
                 return 0
             block = newline + 1
 
-    cdef int _block(self, const char* block, Py_ssize_t length) except -1:
+    cdef int _block(self, const char* block, Py_ssize_t length) except -1 nogil:
         cdef const char* end = block + length
         cdef const char* newline
+        cdef Py_ssize_t line_length
+        cdef int handled
         while True:
             newline = <const char*>memchr(block, b'\n', end - block)
+            line_length = (newline if newline != NULL else end) - block
+            handled = self._line_fast(block, line_length)
+            if handled == SLOW:
+                with gil:
+                    self._line(block, line_length)
+            elif handled == OUT_OF_MEMORY:
+                with gil:
+                    raise MemoryError()
             if newline == NULL:
-                self._line(block, end - block)
                 return 0
-            self._line(block, newline - block)
             block = newline + 1
+
+    cdef int _line_fast(self, const char* line, Py_ssize_t length) noexcept nogil:
+        """The common line, without the GIL: a sample whose series the memo knows, with a canonical tail,
+        and nothing that needs Python (metadata to place, a limit to report). SLOW before any change of
+        state when the line needs the full path, so that _line() can take it from the start."""
+        cdef Py_ssize_t end, series_length, needed
+        cdef size_t number
+        cdef uint64_t key0, key1
+        cdef uint32_t flags, name_id
+        cdef int seen
+        cdef Entry* entry
+        if self.openmetrics and (self.ended or length == 0 or line[0] == b' ' or line[0] == b'\t'):
+            return SLOW
+        if length == 0:
+            return HANDLED
+        if <uint8_t>line[0] < 58 or (self.openmetrics and _find_exemplar_mark(line, length)):
+            return SLOW
+        end = length - 1
+        while end >= 0 and line[end] != b'}':
+            end -= 1
+        if end < 0:
+            end = 0
+            while end < length and line[end] != b' ' and line[end] != b'\t':
+                end += 1
+            end -= 1
+        series_length = end + 1
+        _siphash13_128(<const uint8_t*>line, series_length, self.memo.k0, self.memo.k1, &key0, &key1)
+        number = self.memo._lookup(key0, key1, self.predicted)
+        if number == NO_ENTRY:
+            return SLOW
+        self.predicted = number + 1
+        if not _canonical_tail(line + series_length, length - series_length, self.openmetrics):
+            return SLOW
+        entry = &self.memo.entries[number]
+        flags, name_id = entry.flags, entry.name_id
+        if flags & DROPPED or (flags & UTF8_ONLY and not self.utf8_names):
+            self.samples_in += 1
+            self.drops[flags >> REASON_SHIFT if flags & DROPPED else REASON_UTF8_NAME] += 1
+            return HANDLED
+        if flags & LIMIT_ERROR:
+            return SLOW
+        if name_id != self.last_name_id and (self.metadata_pending or not self._is_noted(name_id)):
+            return SLOW
+        if self.sample_limit and self.samples_out >= self.sample_limit:
+            return SLOW
+        needed = (length if flags & KEEP_VERBATIM else entry.length + length - series_length) + 1
+        if self.out_length + needed > self.out_capacity:
+            return SLOW  # the output grows with the GIL held
+        # From here on the line is this path's: state changes.
+        self.samples_in += 1
+        self.last_name_id = name_id
+        if self.dedup:
+            seen = self._seen_before_nogil(self.memo.identities[number])
+            if seen < 0:
+                return OUT_OF_MEMORY
+            if seen:
+                self.drops[REASON_DUPLICATE] += 1
+                return HANDLED
+        self.samples_out += 1
+        if flags & KEEP_VERBATIM:
+            memcpy(self.out + self.out_length, line, length)
+            self.out_length += length
+        else:
+            memcpy(self.out + self.out_length, self.memo.arena + entry.offset, entry.length)
+            self.out_length += entry.length
+            memcpy(self.out + self.out_length, line + series_length, length - series_length)
+            self.out_length += length - series_length
+        self.out[self.out_length] = b'\n'
+        self.out_length += 1
+        return HANDLED
 
     cdef int _line(self, const char* line, Py_ssize_t length) except -1:
         cdef Py_ssize_t end, series_length
@@ -676,6 +833,9 @@ cdef class NativeBodyRelabeler:
             raise sample_limit_error(self.sample_limit)
         return 0
 
+    cdef inline bint _is_noted(self, uint32_t name_id) noexcept nogil:
+        return name_id < self.noted_capacity and self.noted[name_id]
+
     cdef bint _noted(self, uint32_t name_id) except -1:
         """Whether this body already told the tracker about this name; notes it."""
         cdef size_t capacity
@@ -694,29 +854,36 @@ cdef class NativeBodyRelabeler:
 
     cdef bint _seen_before(self, uint64_t identity) except -1:
         """Whether this body already sent a series with this label set; remembers it (bounded)."""
+        cdef int seen = self._seen_before_nogil(identity)
+        if seen < 0:
+            raise MemoryError()
+        return seen
+
+    cdef int _seen_before_nogil(self, uint64_t identity) noexcept nogil:
+        """1 if this body already sent a series with this label set, else 0 (and remember it); -1: no memory."""
         cdef size_t mask, index, i
         cdef uint64_t* old
         cdef size_t old_capacity
         if identity == 0:
             if self.seen_zero:
-                return True
-            if self.seen_count < DUPLICATE_WATCH_LIMIT:
+                return 1
+            if self.seen_count < DUPLICATE_WATCH:
                 self.seen_zero = True
                 self.seen_count += 1
-            return False
+            return 0
         if self.seen == NULL:
             self.seen = <uint64_t*>calloc(INITIAL_SEEN, sizeof(uint64_t))
             if self.seen == NULL:
-                raise MemoryError()
+                return -1
             self.seen_capacity = INITIAL_SEEN
         mask = self.seen_capacity - 1
         index = <size_t>(identity * 0x9E3779B97F4A7C15ULL >> 20) & mask
         while self.seen[index] != 0:
             if self.seen[index] == identity:
-                return True
+                return 1
             index = (index + 1) & mask
-        if self.seen_count >= DUPLICATE_WATCH_LIMIT:
-            return False
+        if self.seen_count >= DUPLICATE_WATCH:
+            return 0
         self.seen[index] = identity
         self.seen_count += 1
         if self.seen_count * 2 > self.seen_capacity:
@@ -724,7 +891,7 @@ cdef class NativeBodyRelabeler:
             self.seen = <uint64_t*>calloc(old_capacity * 2, sizeof(uint64_t))
             if self.seen == NULL:
                 self.seen = old
-                raise MemoryError()
+                return 0  # it was remembered; the table stays fuller than planned, and still works
             self.seen_capacity = old_capacity * 2
             mask = self.seen_capacity - 1
             for i in range(old_capacity):
@@ -734,7 +901,29 @@ cdef class NativeBodyRelabeler:
                         index = (index + 1) & mask
                     self.seen[index] = old[i]
             free(old)
-        return False
+        return 0
+
+
+cdef int _grow(char** buffer, Py_ssize_t* capacity, Py_ssize_t needed) noexcept nogil:
+    """Make room for `needed` bytes in a realloc'd buffer; -1 when there is no memory."""
+    cdef char* grown
+    if needed <= capacity[0]:
+        return 0
+    needed = max(needed, capacity[0] * 2, 65536)
+    grown = <char*>realloc(buffer[0], needed)
+    if grown == NULL:
+        return -1
+    buffer[0] = grown
+    capacity[0] = needed
+    return 0
+
+
+cdef int _lock(NativeMemo memo) except -1:
+    """Take the memo's lock, letting other threads run while it is busy."""
+    if not PyThread_acquire_lock(memo.lock, NOWAIT_LOCK):
+        with nogil:
+            PyThread_acquire_lock(memo.lock, WAIT_LOCK)
+    return 0
 
 
 cdef inline bint _find_exemplar_mark(const char* line, Py_ssize_t length) noexcept nogil:

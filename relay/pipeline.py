@@ -23,6 +23,7 @@ class BodyRelabeler(Protocol):
 
     samples_in: int
     samples_out: int
+    releases_gil: bool  # feed_many() is worth running in a worker thread
 
     @property
     def dropped(self) -> Counter[str]:
@@ -34,6 +35,9 @@ class BodyRelabeler(Protocol):
 
     def feed(self, chunk: bytes) -> bytes:
         """The relayed bytes for the lines that `chunk` completes."""
+
+    def feed_many(self, chunks: list[bytes]) -> bytes:
+        """The relayed bytes for the lines that these chunks complete."""
 
     def finish(self) -> bytes:
         """The relayed bytes for the rest, once the body has ended."""

@@ -38,6 +38,7 @@ class PythonBodyRelabeler:
     """
 
     engine = "python"
+    releases_gil = False  # no point in a worker thread: the loop would wait for the GIL
 
     def __init__(self, rules: Rules, *, openmetrics: bool = False, utf8_names: bool = False) -> None:
         self.rules = rules
@@ -62,6 +63,10 @@ class PythonBodyRelabeler:
     def feed(self, chunk: bytes) -> bytes:
         """The relayed bytes for the lines that `chunk` completes (often b'' while a line is incomplete)."""
         return self._lines(self._blocks.feed(chunk))
+
+    def feed_many(self, chunks: list[bytes]) -> bytes:
+        """The relayed bytes for the lines that these chunks complete."""
+        return b"".join([self.feed(chunk) for chunk in chunks])
 
     def finish(self) -> bytes:
         """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""

@@ -8,6 +8,7 @@ import logging
 from relay.errors import DeadlineExceededError, RelayInternalError, ScrapeError
 from relay.flight import Flight
 from relay.negotiation import Preferences, response_content_type
+from relay.overlap import relabel_stream
 from relay.pipeline import BodyRelabeler, body_relabeler
 from relay.rules import Rules
 from relay.runtime import Runtime
@@ -34,8 +35,7 @@ async def upstream_pass(
             utf8_names = preferences.utf8_names and not body.openmetrics
             relabeler = body_relabeler(rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
             flight.content_type = response_content_type(body.openmetrics, utf8_names)
-            async for chunk in body.chunks():
-                await flight.publish(relabeler.feed(chunk))
+            await relabel_stream(relabeler, body.chunks(), flight.publish)
             await flight.publish(relabeler.finish())
     except ScrapeError:
         raise
