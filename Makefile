@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 demo: $(STAMP)
 	$(PY) -m relay --demo
 
-test: $(STAMP) peers lint typecheck unit
+test: $(STAMP) peers lint typecheck unit fuzz
 
 $(STAMP): pyproject.toml setup.py relay/_engine.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m pytest
 	PATH="$(CURDIR)/.peers/bin:$$PATH" RELAY_NO_EXTENSIONS=1 $(PY) -m pytest -q
+
+# Differential fuzzing of the two line engines, bounded (FUZZ_SECONDS, default 60); see fuzz/README.md.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	PY=$(PY) fuzz/run
 
 bench: $(STAMP) peers
 	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m bench
