@@ -53,7 +53,9 @@ VMAGENT_MAX_SCRAPE_BYTES = 2**30
 # (and scrape_samples_limit, only with a sample_limit).
 VMAGENT_AUTO_SERIES = 6
 POLL_SECONDS = 0.25
-VMAGENT_SETTLE_SECONDS = 0.5
+# vmagent counts pushed rows when it flushes a block to remote write, at the latest -remoteWrite.flushInterval
+# (1 s) after the rows came: a scrape's last rows show a moment after its duration does.
+VMAGENT_SETTLE_SECONDS = 1.5
 RELAY_PAUSE_SECONDS = 1.0
 
 
@@ -228,7 +230,7 @@ async def _vmagent(
                 await asyncio.sleep(POLL_SECONDS)
                 if (await _vmagent_counters(session, metrics_url))["count"] == previous["count"]:
                     continue
-                # vmagent may push a scrape's own scrape_* series just after it records the duration.
+                # The scrape is timed; wait for the rest of its rows (the next scrape is seconds away).
                 await asyncio.sleep(VMAGENT_SETTLE_SECONDS)
                 current = await _vmagent_counters(session, metrics_url)
                 done = int(current["count"] - previous["count"])
