@@ -170,7 +170,9 @@ class Rules:
             return SeriesResult(None, name, renamed=False, drop_reason="relabel")
         if relabeled is labels or relabeled == labels:
             relabeled = labels  # same label set: keep the input's label order, and so its text
-            if parsed.canonical and not parsed.dropped_empty:  # the common case: the text goes out as it is
+            # The common case: the text goes out as it is (empty label values included: they are valid
+            # text, and Prometheus reads them as absent labels).
+            if parsed.canonical:
                 return SeriesResult(
                     series,
                     name,

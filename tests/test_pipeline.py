@@ -93,9 +93,12 @@ def test_values_pass_through_as_written():
     assert relay(body)[0] == body
 
 
-def test_empty_label_values_are_removed():
-    """A label with an empty value is no label; it never appears in the output."""
-    assert relay(b'm{a="",b="x"} 1\n')[0] == b'm{b="x"} 1\n'
+def test_empty_label_values_stay_as_they_came_unless_a_rule_rewrites_the_series():
+    """An empty label value is valid text (Prometheus reads it as no label): an unchanged line keeps it,
+    a rewritten series is written without it."""
+    assert relay(b'm{a="",b="x"} 1\n')[0] == b'm{a="",b="x"} 1\n'
+    add = "      - target_label: c\n        replacement: y\n"
+    assert relay(b'm{a="",b="x"} 1\n', rules(add))[0] == b'm{b="x",c="y"} 1\n'
 
 
 def test_missing_final_newline_is_accepted():
@@ -228,7 +231,8 @@ def reference(body: bytes, relay_rules: Rules) -> list[bytes]:
         if not line:
             continue
         end = line.rfind(b"}") if b"{" in line else line.find(b" ") - 1
-        labels = parse_series(line[: end + 1]).labels
+        parsed = parse_series(line[: end + 1])
+        labels = parsed.labels
         value, _ = split_tail(line[end + 1 :])
         result = relay_rules.program.apply(labels)
         if result is None or not result.get("__name__"):
@@ -239,7 +243,9 @@ def reference(body: bytes, relay_rules: Rules) -> list[bytes]:
         if key in seen:
             continue
         seen.add(key)
-        out.append(b"%s %s" % (serialize_series(result), value))
+        # An unchanged series in canonical form goes out as it came (empty values too).
+        unchanged = result == labels and parsed.canonical
+        out.append(b"%s %s" % (line[: end + 1] if unchanged else serialize_series(result), value))
     return out
 
 

@@ -95,8 +95,8 @@ async def test_self_metrics_in_openmetrics_on_request(pki, tmp_path):
 
 
 async def test_reload_applies_a_good_file_and_keeps_the_old_one_on_error(pki, tmp_path):
-    """POST /-/reload adds a new upstream and keeps the memo when only the timeout changed; a broken file gives
-    500 with the error and changes nothing."""
+    """POST /-/reload adds a new upstream and keeps the memo when only the timeout changed; a broken file
+    gives 500 with the error and changes nothing."""
     files = pki.client_files()
     async with (
         running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
