@@ -15,10 +15,11 @@ reach kube-apiserver's labels); a collision would need 2^64 series.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memchr, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE, _PyBytes_Resize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_CLEAR, Py_INCREF
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from cpython.pythread cimport (
     NOWAIT_LOCK,
     WAIT_LOCK,
@@ -86,6 +87,7 @@ cdef uint32_t UNNAMED = 0xFFFFFFFFU  # a name the memo did not take (too many na
 DEF DUPLICATE_WATCH = 400_000  # relay.pyengine.DUPLICATE_WATCH_LIMIT, checked at import
 DEF NAME_LIMIT = 1 << 18  # distinct metric names remembered (a kube-apiserver has about 700)
 DEF INITIAL_SEEN = 4096
+DEF MAX_SIMPLE_LABELS = 64  # more labels than this: the Python parser decides
 DEF SAFE_MAGNITUDE = 300  # decimal digits before the point that a float64 surely holds (max is ~1.8e308)
 DEF SAFE_TIMESTAMP_DIGITS = 18  # int64 milliseconds: 18 digits always fit
 
@@ -463,6 +465,11 @@ cdef class NativeBodyRelabeler:
     cdef bint metadata_pending
     cdef uint8_t* noted
     cdef size_t noted_capacity
+    cdef object filter_steps  # the rules as data when they only keep or drop (Rules.filter_steps)
+    cdef uint32_t decided_name_id
+    cdef char* scratch
+    cdef Py_ssize_t scratch_capacity
+    cdef Py_ssize_t spans[4 * MAX_SIMPLE_LABELS]
 
     engine = "native"
     releases_gil = True
@@ -482,12 +489,20 @@ cdef class NativeBodyRelabeler:
         self.dedup = rules.rewrites_labels
         self.misses_before = self.memo.misses
         self.was_full = self.memo.memo_full
+        steps = rules.filter_steps()
+        if steps is not None:
+            self.filter_steps = tuple(
+                (tuple(label.encode() for label in step.source_labels), step.separator.encode(),
+                 step.keep_when, step.matches, step.target.encode())
+                for step in steps
+            )
 
     def __dealloc__(self):
         free(self.carry)
         Py_CLEAR(self.out_object)
         free(self.seen)
         free(self.noted)
+        free(self.scratch)
 
     @property
     def dropped(self):
@@ -773,12 +788,17 @@ cdef class NativeBodyRelabeler:
             if self.dedup:
                 identity = memo.identities[number]
         else:
-            result = self.relabel_series(line[:series_length])
-            memo.misses += 1
-            flags, name_id, identity, replacement = _encode(memo, result)
-            replacement_length = PyBytes_GET_SIZE(replacement)
-            number = memo._insert(key0, key1, flags, name_id, identity, PyBytes_AS_STRING(replacement),
-                                  replacement_length)
+            flags = self._decide_by_filters(line, series_length) if self.filter_steps is not None else 0
+            if flags:
+                name_id, identity, replacement_length = self.decided_name_id, 0, 0
+                number = memo._insert(key0, key1, flags, name_id, 0, NULL, 0)
+            else:
+                result = self.relabel_series(line[:series_length])
+                flags, name_id, identity, replacement = _encode(memo, result)
+                replacement_length = PyBytes_GET_SIZE(replacement)
+                number = memo._insert(key0, key1, flags, name_id, identity, PyBytes_AS_STRING(replacement),
+                                      replacement_length)
+            memo.misses += 1  # once decided: an invalid series raises and is no miss (as Rules.learn_series)
         # Bodies list their series in the same order every scrape: the next line is likely the next entry.
         self.predicted = number + 1
         tail_canonical = _canonical_tail(line + series_length, length - series_length, self.openmetrics)
@@ -852,6 +872,48 @@ cdef class NativeBodyRelabeler:
         self.noted[name_id] = 1
         return False
 
+    cdef uint32_t _decide_by_filters(self, const char* series, Py_ssize_t length) except? 0:
+        """A new series' entry flags, found without Python's parser when the rules only keep or drop: the
+        text in the simple form (`name{a="b",...}`, ASCII, no escapes, no label twice, not `__name__`), each
+        rule's joined source values built here and its regex asked through its own memo. 0: not in that
+        form, so Rules.relabel_series decides (and reports any error)."""
+        cdef Py_ssize_t name_end, count, i, j, joined_length
+        cdef Py_ssize_t* spans = self.spans
+        cdef const char* label
+        cdef Py_ssize_t label_length
+        count = _simple_series(series, length, spans, MAX_SIMPLE_LABELS, &name_end)
+        if count < 0:
+            return 0
+        name_id = self.memo._name_id(PyUnicode_DecodeASCII(series, name_end, NULL))
+        if name_id == UNNAMED:
+            return 0
+        self.decided_name_id = name_id
+        for source_labels, separator, keep_when, matches, target in self.filter_steps:
+            joined_length = 0
+            for i, source in enumerate(source_labels):
+                if i:
+                    self._scratch_append(&joined_length, PyBytes_AS_STRING(separator),
+                                         PyBytes_GET_SIZE(separator))
+                _label_value(series, name_end, spans, count, PyBytes_AS_STRING(source),
+                             PyBytes_GET_SIZE(source), &label, &label_length)
+                self._scratch_append(&joined_length, label, label_length)
+            if matches is not None:
+                kept = matches(PyUnicode_DecodeUTF8(self.scratch, joined_length, NULL)) == keep_when
+            else:
+                _label_value(series, name_end, spans, count, PyBytes_AS_STRING(target),
+                             PyBytes_GET_SIZE(target), &label, &label_length)
+                kept = (label_length == joined_length
+                        and memcmp(label, self.scratch, joined_length) == 0) == keep_when
+            if not kept:
+                return OCCUPIED | DROPPED | (REASON_RELABEL << REASON_SHIFT)
+        return OCCUPIED | KEEP_VERBATIM
+
+    cdef int _scratch_append(self, Py_ssize_t* length, const char* data, Py_ssize_t size) except -1:
+        self._reserve(&self.scratch, &self.scratch_capacity, length[0] + size)
+        memcpy(self.scratch + length[0], data, size)
+        length[0] += size
+        return 0
+
     cdef bint _seen_before(self, uint64_t identity) except -1:
         """Whether this body already sent a series with this label set; remembers it (bounded)."""
         cdef int seen = self._seen_before_nogil(identity)
@@ -924,6 +986,80 @@ cdef int _lock(NativeMemo memo) except -1:
         with nogil:
             PyThread_acquire_lock(memo.lock, WAIT_LOCK)
     return 0
+
+
+cdef inline bint _name_start(char c) noexcept nogil:
+    return (b'a' <= c <= b'z') or (b'A' <= c <= b'Z') or c == b'_'
+
+
+cdef inline bint _name_char(char c) noexcept nogil:
+    return _name_start(c) or (b'0' <= c <= b'9')
+
+
+cdef Py_ssize_t _simple_series(const char* text, Py_ssize_t length, Py_ssize_t* spans, Py_ssize_t most,
+                               Py_ssize_t* name_end) noexcept nogil:
+    """The labels of a series in the simple form, as (name start, name length, value start, value length)
+    in `spans`: their count, or -1 when the text is not in that form (the Python parser decides then)."""
+    cdef Py_ssize_t i = 0, count = 0, start, previous
+    if length == 0 or not (_name_start(text[0]) or text[0] == b':'):
+        return -1
+    i = 1
+    while i < length and (_name_char(text[i]) or text[i] == b':'):
+        i += 1
+    name_end[0] = i
+    if i == length:
+        return 0
+    if text[i] != b'{' or text[length - 1] != b'}':
+        return -1
+    i += 1
+    while True:
+        if count == most or i >= length or not _name_start(text[i]):
+            return -1
+        start = i
+        while i < length and _name_char(text[i]):
+            i += 1
+        if i + 1 >= length or text[i] != b'=' or text[i + 1] != b'"':
+            return -1
+        spans[4 * count] = start
+        spans[4 * count + 1] = i - start
+        if i - start == 8 and memcmp(text + start, b"__name__", 8) == 0:
+            return -1
+        for previous in range(count):
+            if spans[4 * previous + 1] == i - start and memcmp(text + spans[4 * previous], text + start,
+                                                                 i - start) == 0:
+                return -1
+        i += 2
+        start = i
+        while i < length and text[i] != b'"':
+            if text[i] == b'\\' or text[i] == b'\n' or <uint8_t>text[i] >= 0x80:
+                return -1
+            i += 1
+        if i >= length:
+            return -1
+        spans[4 * count + 2] = start
+        spans[4 * count + 3] = i - start
+        count += 1
+        i += 1
+        if i == length - 1:  # the closing brace
+            return count
+        if text[i] != b',':
+            return -1
+        i += 1
+
+
+cdef void _label_value(const char* text, Py_ssize_t name_end, const Py_ssize_t* spans, Py_ssize_t count,
+                       const char* label, Py_ssize_t label_length, const char** value,
+                       Py_ssize_t* value_length) noexcept nogil:
+    """The value of a label (`__name__` included) in a simple series; empty when it has none."""
+    cdef Py_ssize_t i
+    if label_length == 8 and memcmp(label, b"__name__", 8) == 0:
+        value[0], value_length[0] = text, name_end
+        return
+    for i in range(count):
+        if spans[4 * i + 1] == label_length and memcmp(text + spans[4 * i], label, label_length) == 0:
+            value[0], value_length[0] = text + spans[4 * i + 2], spans[4 * i + 3]
+            return
+    value[0], value_length[0] = text, 0
 
 
 cdef inline bint _find_exemplar_mark(const char* line, Py_ssize_t length) noexcept nogil:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
@@ -382,6 +382,20 @@ def _build(spec: RelabelRuleSpec, regex: AnchoredRegex) -> _Rule:  # noqa: PLR09
 # --- the program -------------------------------------------------------------------------------------
 
 
+class FilterStep(NamedTuple):
+    """A keep, drop, keepequal or dropequal rule as data, for an engine that joins source values itself.
+
+    The series is kept when `matches(joined)` (or, without `matches`, the value of `target` equalling the
+    joined source values) is `keep_when`.
+    """
+
+    source_labels: tuple[str, ...]
+    separator: str
+    keep_when: bool
+    matches: Callable[[str], bool] | None
+    target: str
+
+
 class RelabelProgram:
     """An upstream's metric_relabel_configs, compiled; apply them in order to one series at a time."""
 
@@ -421,6 +435,22 @@ class RelabelProgram:
             if not rule.apply(state):
                 return None
         return state.labels or None
+
+    def filter_steps(self) -> tuple[FilterStep, ...] | None:
+        """The rules as FilterSteps when each one only keeps or drops series (none writes a label)."""
+        steps = []
+        for rule in self._rules:
+            if isinstance(rule, _Filter):
+                steps.append(
+                    FilterStep(rule.source_labels, rule.separator, rule.keep_on_match, rule.regex.matches, "")
+                )
+            elif isinstance(rule, _Equal):
+                steps.append(
+                    FilterStep(rule.source_labels, rule.separator, rule.keep_on_equal, None, rule.target)
+                )
+            else:
+                return None
+        return tuple(steps)
 
     def trace(self, labels: Mapping[str, str]) -> list[tuple[str, Labels | None]]:
         """Each rule's location and the labels after it (None: it dropped the series, and the trace ends)."""

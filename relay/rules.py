@@ -22,7 +22,7 @@ from relay.exposition import (
     split_openmetrics_tail,
     split_tail,
 )
-from relay.relabel import RelabelProgram
+from relay.relabel import FilterStep, RelabelProgram
 
 DROP_REASONS = ("relabel", "invalid_name", "utf8_name", "duplicate", "invalid_line")
 """Why a sample is left out of a relayed body: dropped by a rule; no valid metric name after relabeling;
@@ -140,6 +140,14 @@ class Rules:
         else:
             self.refused_insert = True
         return result
+
+    def filter_steps(self) -> tuple[FilterStep, ...] | None:
+        """The rules as data for the compiled engine's cold path, when they only keep or drop series and no
+        label limit applies (so a series' fate depends only on the values the rules read); else None."""
+        limits = self.limits
+        if limits.label_limit or limits.label_name_length_limit or limits.label_value_length_limit:
+            return None
+        return self.program.filter_steps()
 
     @property
     def memo_entries(self) -> int:
