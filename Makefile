@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit peers bench clean
+.PHONY: demo test lint typecheck unit fuzz peers bench clean
 
 demo: $(STAMP)
 	$(PY) -m relay --demo
@@ -33,7 +33,6 @@ unit: $(STAMP)
 	PATH="$(CURDIR)/.peers/bin:$$PATH" RELAY_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
 # Differential fuzzing of the two line engines, bounded (FUZZ_SECONDS, default 60); see fuzz/README.md.
-.PHONY: fuzz
 fuzz: $(STAMP)
 	PY=$(PY) fuzz/run
 
@@ -41,4 +40,4 @@ bench: $(STAMP) peers
 	PATH="$(CURDIR)/.peers/bin:$$PATH" $(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .peers .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .peers .mypy_cache .ruff_cache .pytest_cache build relay/_engine.c relay/*.so
