@@ -43,18 +43,17 @@ _SIMPLE_SERIES = re.compile(
 _SIMPLE_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 _BARE_SERIES = re.compile(rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(.*)\})?[ \t]*", re.DOTALL)
 _BRACED_SERIES = re.compile(rb"[ \t]*\{(.*)\}[ \t]*", re.DOTALL)
-_GO_FLOAT = (
-    rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    rb"|[+-]?(?:[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)|[nN][aA][nN]"
-)
+_FINITE_GO_FLOAT = rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_GO_FLOAT = _FINITE_GO_FLOAT + rb"|[+-]?(?:[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)|[nN][aA][nN]"
 _TAIL = re.compile(rb"[ \t]*(" + _GO_FLOAT + rb")(?:[ \t]+([0-9]+))?[ \t]*")
 _NAME_OR_QUOTED = rb'([a-zA-Z_:][a-zA-Z0-9_:]*|"(?:\\.|[^\\"])*")'
 _META = re.compile(rb"#[ \t]+(HELP|TYPE)[ \t]+" + _NAME_OR_QUOTED + rb"(.*)", re.DOTALL)
 _OPENMETRICS_META = re.compile(rb"# (HELP|TYPE|UNIT) " + _NAME_OR_QUOTED + rb" (.*)", re.DOTALL)
-_OPENMETRICS_TAIL = re.compile(rb" (" + _GO_FLOAT + rb")(?: (" + _GO_FLOAT + rb"))?")
+# OpenMetrics timestamps are numbers of seconds: NaN and infinities are no time (Prometheus refuses them).
+_OPENMETRICS_TAIL = re.compile(rb" (" + _GO_FLOAT + rb")(?: (" + _FINITE_GO_FLOAT + rb"))?")
 _EXEMPLAR = re.compile(
     rb' # \{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^\\"\n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^\\"\n])*")*)?\}'
-    rb" (?:" + _GO_FLOAT + rb")(?: (?:" + _GO_FLOAT + rb"))?"
+    rb" (?:" + _GO_FLOAT + rb")(?: (" + _FINITE_GO_FLOAT + rb"))?"
 )
 _INT64_MAX = (1 << 63) - 1
 _UNESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
@@ -255,6 +254,9 @@ def _metadata(line: bytes, kind: bytes, raw_name: bytes, text: bytes, types: fro
         raise _invalid("invalid UTF-8", line) from None
     if kind == b"TYPE" and text not in types:
         raise _invalid(f"invalid metric type {text.decode(errors='replace')!r}", line)
+    # OpenMetrics: a unit is the end of its family's name, after an underscore (as Prometheus checks).
+    if kind == b"UNIT" and text and not family.endswith("_" + text.decode(errors="replace")):
+        raise _invalid(f"unit {text.decode(errors='replace')!r} is not a suffix of metric {family!r}", line)
     return Metadata(family, kind, text)
 
 
@@ -264,13 +266,18 @@ def split_openmetrics_tail(tail: bytes) -> tuple[bytes, bytes | None]:
     if match is None:
         raise _invalid("expected ' value' and an optional ' timestamp' after the series", tail)
     _check_range(match[1])
+    if match[2] is not None:
+        _check_range(match[2])
     return match[1], match[2]
 
 
 def check_exemplar(exemplar: bytes) -> None:
     """Raise unless `exemplar` is ` # {labels} value[ timestamp]` as OpenMetrics writes it."""
-    if _EXEMPLAR.fullmatch(exemplar) is None:
+    match = _EXEMPLAR.fullmatch(exemplar)
+    if match is None:
         raise _invalid("malformed exemplar", exemplar)
+    if match[1] is not None:
+        _check_range(match[1])
 
 
 def metadata_line(metadata: Metadata, *, utf8_names: bool) -> bytes | None:

@@ -21,6 +21,7 @@ class MetadataTracker:
         self._family = ""
         self._family_type = b""
         self._pending: list[bytes] = []
+        self._pending_kinds: list[bytes] = []  # the kind of each pending line
         self._described: set[str] = set()
         self._names_sent: set[str] = set()
 
@@ -43,7 +44,7 @@ class MetadataTracker:
         if metadata.family != self._family:
             self._family = metadata.family
             self._family_type = b""
-            self._pending = []
+            self._pending, self._pending_kinds = [], []
         if metadata.kind == b"TYPE":
             self._family_type = metadata.text
         if self.openmetrics:
@@ -52,8 +53,13 @@ class MetadataTracker:
             written = metadata_line(metadata, utf8_names=self.utf8_names)
         if written is None or metadata.family in self._described or written in self._pending:
             return False
+        # A family with two TYPE (or HELP, UNIT) lines gets one: the last, as Prometheus keeps the last.
+        repeated = [index for index, kind in enumerate(self._pending_kinds) if kind == metadata.kind]
+        for index in reversed(repeated):
+            del self._pending[index], self._pending_kinds[index]
         self._pending.append(written)
-        return written == line
+        self._pending_kinds.append(metadata.kind)
+        return written == line and not repeated
 
     def describe(self, name: str) -> list[bytes]:
         """The metadata lines to send before a surviving sample called `name` (often none); notes the name.
@@ -67,6 +73,6 @@ class MetadataTracker:
             if family not in self._described and family not in self._names_sent:
                 sent = self._pending
             self._described.add(family)
-            self._pending = []
+            self._pending, self._pending_kinds = [], []
         self._names_sent.add(name)
         return sent

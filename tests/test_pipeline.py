@@ -360,3 +360,35 @@ def test_verbatim_blocks_equal_byte_by_byte_output(lines, chunk):
     """However a body is cut, the block shortcut gives what one-byte chunks (one line a block) give."""
     body = b"\n".join(lines) + b"\n"
     assert relay(body, chunk=chunk)[0] == relay(body)[0] == relay(body, chunk=1)[0]
+
+
+def test_a_family_with_two_type_lines_gets_one():
+    """Two TYPE (or HELP) lines for one family upstream give one downstream, the last, as Prometheus keeps."""
+    body = b"# HELP a A.\n# TYPE a counter\n# HELP a Again.\n# TYPE a gauge\na 1\n"
+    assert relay(body)[0] == b"# HELP a Again.\n# TYPE a gauge\na 1\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"a 1 NaN", "expected ' value' and an optional ' timestamp'"),
+        (b"a 1 +Inf", "expected ' value' and an optional ' timestamp'"),
+        (b"a 1 1e400", "out of range"),
+        (b'a_total 1 # {t="1"} 2 Inf', "malformed exemplar"),
+        (b'a_total 1 # {t="1"} 2 1e999', "out of range"),
+    ],
+)
+def test_openmetrics_refuses_timestamps_that_are_no_time(line, problem):
+    """OpenMetrics timestamps (of samples and exemplars) must be finite numbers, as Prometheus requires."""
+    with pytest.raises(InvalidExpositionError, match=problem):
+        relay(b"# TYPE a counter\n" + line + b"\n# EOF\n", openmetrics=True)
+
+
+def test_openmetrics_unit_must_end_the_family_name():
+    """`# UNIT` names the end of its family's name (after `_`); anything else is refused (as Prometheus)."""
+    good = b"# TYPE a_seconds gauge\n# UNIT a_seconds seconds\na_seconds 1\n# EOF\n"
+    assert relay(good, openmetrics=True)[0] == good
+    for family, unit in ((b"a", b"seconds"), (b"aseconds", b"seconds")):
+        body = b"# UNIT %s %s\n%s 1\n# EOF\n" % (family, unit, family)
+        with pytest.raises(InvalidExpositionError, match="is not a suffix of metric"):
+            relay(body, openmetrics=True)
