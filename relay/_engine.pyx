@@ -2,10 +2,12 @@
 """The compiled line engine: framing, the native memo, value checks and output in C (Cython).
 
 It does what relay.pyengine.PythonBodyRelabeler does, with the same bytes, counts and errors; that module is
-the specification. The per-line work touches no Python object when the series is in the memo and its value
-and timestamp are in their usual form. Python is called for what is rare: a series not seen before (parse,
-relabel, limits: Rules.relabel_series), a tail in an unusual form (Rules.learn_tail gives the verdict), comment
-lines and a change of metric name (MetadataTracker), exemplars, and every error message.
+the specification. Each line first goes to _line_fast(), which runs without the GIL and touches no Python
+object: a sample whose series the memo knows and whose value and timestamp are in their usual form. Anything
+else goes to _line(), with the GIL, which calls Python for what is rare: a series not seen before
+(Rules.relabel_series parses and relabels it, unless the rules only keep or drop and the text is in the simple
+form, which _decide_by_filters() reads here), a tail in an unusual form (Rules.learn_tail gives the verdict),
+comment lines and metadata to place (MetadataTracker), exemplars, and every error message.
 
 The memo is keyed by a keyed 128-bit SipHash-1-3 of the series text, not the text itself: 16 bytes a key
 instead of a copy of a 100-byte series, so an entry costs 32 bytes in the table. A random key per process
