@@ -43,7 +43,7 @@ FULL = Plan(
 QUICK = Plan(
     core=CoreSettings(built_payload_bytes=10_000_000, cold_runs=1, warm_runs=2, parser_input_bytes=3_200_000),
     e2e=EndToEndSettings(payload_bytes=10_000_000, rounds=2),
-    memory=MemorySettings(cycled_bytes=256 * MiB, unique_bytes=16 * MiB),
+    memory=MemorySettings(cycled_bytes=128 * MiB, unique_bytes=8 * MiB),
     concurrency=ConcurrencySettings(concurrent=20, single_runs=3),
     peers=PeersSettings(payload_bytes=10_000_000, later_scrapes=3),
 )
@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
         "--unique-mib",
         type=int,
         metavar="N",
-        help="size of the memory benchmark's all-unique body (default 64, with --quick 16)",
+        help="size of the memory benchmark's all-unique body for rewrite rules (default 64, with --quick 8)",
     )
     args = parser.parse_args()
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))

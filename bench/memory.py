@@ -1,10 +1,13 @@
 """Benchmark 3: the relay process's peak RSS while it streams a body far larger than its memory.
 
-Two kinds of body, both generated on the fly by an mTLS upstream in this process (chunked, no length):
-- cycled: the same R replicas of the apiserver capture over and over, with relabel_cache_size set to the
-  Rx23k series of one cycle, so the memo stays exactly full and every later line is a memo hit;
-- unique: every series new (replica 0, 1, 2, … of each family), so the memo fills to its bound (the
-  default 100k), starts over, and every line takes the cold path; smaller, because that path is slow.
+Every relay runs on the default configuration (relabel_cache_size and engine as a user gets them; the
+timeout aside), one row on the Python engine for comparison. Two kinds of body, both generated on the fly
+by an mTLS upstream in this process (chunked, no length):
+- cycled: the same R replicas of the apiserver capture over and over (Rx23k series, which the default memo
+  holds), so every line after the first cycle is a memo hit;
+- unique: every series new (replicas 0-3 of every family, then 4-7, …), so the memo fills to its bound (the
+  default) and every later line takes the cold path; 1 GiB for keep/drop rules (decided in C on the
+  native engine), smaller for rules that rewrite series (their cold path is Python's).
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from pathlib import Path
 import aiohttp
 
 from bench.client import scrape
-from bench.payloads import apiserver_body, family_blocks, replicated_chunks
+from bench.payloads import FamilyBlock, apiserver_body, family_blocks, replicated_chunks
 from bench.pki import PkiFiles, write_pki
-from bench.relayproc import RelayProcess, running_relay
+from bench.relayproc import PYTHON_ENGINE, RelayProcess, running_relay
 from bench.rulesets import KUBE_PROMETHEUS, NONE, REWRITE, RuleSet, upstream_yaml
 from bench.tables import Table, mebibytes, megabytes, seconds
 from bench.upstreams import CountingUpstream, serving_stream
+from relay.config import DEFAULT_RELABEL_CACHE_SIZE
 
-DEFAULT_MEMO = 100_000
 RELAY_TIMEOUT = "900s"
 RSS_SAMPLE_SECONDS = 0.1
 
@@ -50,10 +53,6 @@ class BodyKind:
         """For the table."""
         return f"cycled x{self.cycle_replicas}" if self.cycle_replicas else "unique"
 
-    def relabel_cache_size(self, series_per_replica: int) -> int:
-        """One cycle's series for a cycled body (the memo ends exactly full), else the default."""
-        return self.cycle_replicas * series_per_replica if self.cycle_replicas else DEFAULT_MEMO
-
 
 def limited(chunks: Iterator[bytes], target_bytes: int) -> Iterator[bytes]:
     """Chunks until at least `target_bytes` were given (chunks end at line ends)."""
@@ -65,32 +64,39 @@ def limited(chunks: Iterator[bytes], target_bytes: int) -> Iterator[bytes]:
             return
 
 
-def body_chunks(fixture: bytes, kind: BodyKind) -> Iterator[bytes]:
-    """The chunks of one generated body."""
+UNIQUE_GROUP = 4  # a unique body is replicas 0-3 of every family, then 4-7, …: all series new, all families
+
+
+def body_chunks(blocks: list[FamilyBlock], kind: BodyKind) -> Iterator[bytes]:
+    """The chunks of one generated body (from the capture's family blocks, cut once)."""
     stream: Iterator[bytes]
     if kind.cycle_replicas:
-        cycles = itertools.repeat(kind.cycle_replicas)
-        stream = itertools.chain.from_iterable(replicated_chunks(fixture, replicas) for replicas in cycles)
+        cycle = list(replicated_chunks(blocks, kind.cycle_replicas))  # made once: the upstream keeps up
+        stream = itertools.chain.from_iterable(itertools.repeat(cycle))
     else:
-        stream = replicated_chunks(fixture, replicas=1_000_000)  # cut long before the last replica
+        groups = itertools.count(0, UNIQUE_GROUP)
+        stream = itertools.chain.from_iterable(
+            replicated_chunks(blocks, UNIQUE_GROUP, first_replica=first) for first in groups
+        )
     return limited(stream, kind.target_bytes)
 
 
-def relay_config(url: str, pki: PkiFiles, rule_set: RuleSet, relabel_cache_size: int) -> str:
-    """A relay configuration for the generating upstream."""
-    extra = (
-        pki.relay_tls_yaml() + f"    timeout: {RELAY_TIMEOUT}\n    relabel_cache_size: {relabel_cache_size}\n"
-    )
-    return upstream_yaml(url, rule_set, extra)
+def relay_config(url: str, pki: PkiFiles, rule_set: RuleSet) -> str:
+    """A relay configuration for the generating upstream: the defaults but for a long timeout."""
+    return upstream_yaml(url, rule_set, pki.relay_tls_yaml() + f"    timeout: {RELAY_TIMEOUT}\n")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One row: a body and a rule set, with the relabel_cache_size the relay runs with."""
+    """One row: a body, a rule set and the relay's line engine."""
 
     kind: BodyKind
     rule_set: RuleSet
-    relabel_cache_size: int
+    engine: str = "native"
+
+    def env(self) -> dict[str, str]:
+        """The relay process's added environment."""
+        return PYTHON_ENGINE if self.engine == "python" else {}
 
 
 @dataclass
@@ -117,31 +123,29 @@ class Measurement:
 async def run_memory(settings: MemorySettings, workdir: Path) -> Table:
     """One fresh relay process per (body, rules); its RSS while and after relaying the whole body."""
     fixture = apiserver_body()
-    series_per_replica = sum(block.samples for block in family_blocks(fixture))
+    blocks = family_blocks(fixture)
+    series_per_replica = sum(block.samples for block in blocks)
     one_replica = BodyKind(settings.cycled_bytes, cycle_replicas=1)
     four_replicas = BodyKind(settings.cycled_bytes, cycle_replicas=4)
-    unique = BodyKind(settings.unique_bytes)
     cases = [
-        Case(kind, rule_set, kind.relabel_cache_size(series_per_replica))
-        for kind, rule_set in [
-            (one_replica, NONE),
-            (four_replicas, NONE),
-            (four_replicas, KUBE_PROMETHEUS),
-            (unique, KUBE_PROMETHEUS),
-            (unique, REWRITE),
-        ]
+        Case(one_replica, NONE),
+        Case(four_replicas, NONE),
+        Case(four_replicas, KUBE_PROMETHEUS),
+        Case(four_replicas, KUBE_PROMETHEUS, "python"),
+        Case(BodyKind(settings.cycled_bytes), KUBE_PROMETHEUS),
+        Case(BodyKind(settings.unique_bytes), REWRITE),
     ]
     pki = write_pki(workdir / "pki")
     current: list[BodyKind] = []
     results = []
     async with (
-        serving_stream(pki.server_context(), lambda: body_chunks(fixture, current[0])) as upstream,
+        serving_stream(pki.server_context(), lambda: body_chunks(blocks, current[0])) as upstream,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session,
     ):
         for index, case in enumerate(cases):
             current[:] = [case.kind]
-            config = relay_config(upstream.url, pki, case.rule_set, case.relabel_cache_size)
-            async with running_relay(config, workdir / f"relay-{index}") as relay:
+            config = relay_config(upstream.url, pki, case.rule_set)
+            async with running_relay(config, workdir / f"relay-{index}", case.env()) as relay:
                 results.append(await measure(session, relay, upstream))
     return _table(cases, results, series_per_replica)
 
@@ -185,6 +189,7 @@ def _table(cases: list[Case], results: list[Measurement], series_per_replica: in
         [
             "body",
             "rules",
+            "engine",
             "upstream MiB",
             "time",
             "MB/s",
@@ -199,20 +204,25 @@ def _table(cases: list[Case], results: list[Measurement], series_per_replica: in
         table.add(
             case.kind.name(),
             case.rule_set.name,
+            case.engine,
             mebibytes(one.received),
             seconds(one.seconds),
             f"{one.received / one.seconds / 1e6:.0f}",
             f"{mebibytes(one.idle_rss)} MiB",
             " / ".join(mebibytes(one.rss_at(fraction)) for fraction in (0.25, 0.5, 1.0)) + " MiB",
             f"{mebibytes(one.peak_rss)} MiB",
-            f"{one.memo_entries:,.0f} / {case.relabel_cache_size:,}",
+            f"{one.memo_entries:,.0f} / {DEFAULT_RELABEL_CACHE_SIZE:,}",
             f"{one.samples_in:,.0f}→{one.samples_out:,.0f}",
         )
     table.notes += [
-        f"cycled xR: R replicas of the apiserver capture (R x {series_per_replica:,} series) over and over, "
-        "relabel_cache_size = the series of one cycle, so the memo is full and stays so (series repeat)",
-        f"unique: every series appears once (replica label counts up), relabel_cache_size {DEFAULT_MEMO:,} "
-        "(the default): the memo fills to its bound and starts over, every line is parsed and relabeled",
+        "every relay on the default configuration: relabel_cache_size not set (the default, "
+        f"{DEFAULT_RELABEL_CACHE_SIZE:,}), timeout {RELAY_TIMEOUT}; engine native, or python "
+        "(RELAY_NO_EXTENSIONS=1 in the relay's environment)",
+        f"cycled xR: R replicas of the apiserver capture (R x {series_per_replica:,} series) over and over: "
+        "the memo holds one cycle, so every line after the first cycle is a memo hit (series repeat)",
+        f"unique: every series appears once (replicas 0-{UNIQUE_GROUP - 1} of every family, then "
+        f"{UNIQUE_GROUP}-{2 * UNIQUE_GROUP - 1}, …): the memo fills to its bound, keeps "
+        "what it has, and every later line is parsed and relabeled (cold path)",
         "a fresh relay process per row; RSS idle: VmRSS after start-up; VmRSS sampled every "
         f"{RSS_SAMPLE_SECONDS * 1000:.0f} ms against the upstream bytes sent; peak: VmHWM after the scrape; "
         "memo entries: metrics_relay_relabel_cache_entries after the scrape; the client reads and discards "

@@ -52,6 +52,38 @@ def mtls_file_server(pki: PkiFiles, body_file: Path) -> NginxServer:
     return NginxServer(port, block)
 
 
+def mtls_variant_server(pki: PkiFiles, variant_files: list[Path]) -> NginxServer:
+    """As mtls_file_server, but each request gets the next of `variant_files` (files `<stem>-<k>.<ext>` in one
+    folder): the file is chosen by the last digit of $connection_requests, so every client that keeps its
+    connection alive (the proxies and relays here do) gets a different file than on its request before."""
+    port = free_port()
+    count = len(variant_files)
+    folder, stem, suffix = variant_files[0].parent, variant_files[0].stem[:-2], variant_files[0].suffix
+    expected = [folder / f"{stem}-{k}{suffix}" for k in range(count)]
+    if variant_files != expected or count not in (2, 4, 5):
+        raise ValueError(f"variant files must be {stem}-0{suffix} … in one folder, 2, 4 or 5 of them")
+    # digit d → variant d mod count: consecutive digits (9 then 0 included) never give the same variant,
+    # as 9 mod count is not 0 for these counts
+    digits = "\n".join(f'        "~{d}$" {d % count};' for d in range(10))
+    block = f"""
+    map $connection_requests $variant_{port} {{
+{digits}
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {pki.server_cert};
+        ssl_certificate_key {pki.server_key};
+        ssl_client_certificate {pki.client_ca};
+        ssl_verify_client on;
+        location = /metrics {{
+            alias {folder}/{stem}-$variant_{port}{suffix};
+            types {{ }}
+            default_type "{EXPOSITION_CONTENT_TYPE}";
+        }}
+    }}"""
+    return NginxServer(port, block)
+
+
 def passthrough_proxy(pki: PkiFiles, upstream_port: int, *, buffering: bool) -> NginxServer:
     """Plain HTTP on /metrics, proxied to the mTLS upstream with the client certificate (kept-alive)."""
     port = free_port()

@@ -7,7 +7,9 @@ streams bodies too large to hold (1 GiB) in chunks.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +93,16 @@ def _split_for_label(line: bytes) -> tuple[bytes, bytes]:
 
 
 def replicated_chunks(
-    body: bytes, replicas: int, chunk_bytes: int = STREAM_CHUNK_BYTES, first_replica: int = 0
+    body: bytes | list[FamilyBlock],
+    replicas: int,
+    chunk_bytes: int = STREAM_CHUNK_BYTES,
+    first_replica: int = 0,
 ) -> Iterator[bytes]:
-    """The body with every family's samples repeated for `replicas` replicas, in chunks of ≥ chunk_bytes."""
+    """The body with every family's samples repeated for `replicas` replicas, in chunks of ≥ chunk_bytes
+    (`body` may be given as its family_blocks(), to cut it only once)."""
     buffer: list[bytes] = []
     buffered = 0
-    for block in family_blocks(body):
+    for block in family_blocks(body) if isinstance(body, bytes) else body:
         buffer.append(block.comments)
         buffered += len(block.comments)
         if not block.samples:
@@ -129,3 +135,56 @@ def replicated_body(body: bytes, target_bytes: int) -> bytes:
 def sample_count(body: bytes) -> int:
     """Sample lines: non-blank lines not starting with '#'."""
     return sum(1 for line in body.splitlines() if line.strip() and not line.lstrip().startswith(b"#"))
+
+
+def value_variant(body: bytes, variant: int) -> bytes:
+    """The body with a different value in every sample line: the same series in the same order, comments
+    and timestamps as they were (a later scrape of a live upstream). Variant 0 is the body itself.
+
+    Variant k adds k to an integer value (k per thousand of it, when larger) and scales any other finite
+    value by 1 + k/1024; a zero float or a non-finite value becomes k. About a second for a 50 MB body.
+    """
+    if variant == 0:
+        return body
+    shifted: dict[bytes, bytes] = {}  # the same value text always becomes the same new text
+    lines = body.split(b"\n")
+    for number, line in enumerate(lines):
+        if not line or line.startswith(b"#") or not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        brace = line.rfind(b"}")
+        found = _VALUE.match(line, brace + 1) if brace >= 0 else _BARE_VALUE.match(line)
+        if found is None:
+            continue  # not a sample line we understand: left as it is (the engines will judge it)
+        start, end = found.span(1)
+        value = line[start:end]
+        new = shifted.get(value)
+        if new is None:
+            new = shifted[value] = _shifted_value(value, variant)
+        lines[number] = line[:start] + new + line[end:]
+    return b"\n".join(lines)
+
+
+_VALUE = re.compile(rb"[ \t]+([^ \t\r]+)")
+_BARE_VALUE = re.compile(rb"[ \t]*[^ \t\r]+[ \t]+([^ \t\r]+)")
+
+
+def _shifted_value(value: bytes, variant: int) -> bytes:
+    try:
+        integer = int(value)
+    except ValueError:
+        pass
+    else:
+        return str(integer + variant * max(1, abs(integer) // 1000)).encode()
+    try:
+        number = float(value)
+    except ValueError:
+        return value  # not a number: left for the engines to refuse, as they would the original
+    scaled = number * (1 + variant / 1024)
+    if number == 0 or not math.isfinite(scaled):
+        return str(variant).encode()
+    return repr(scaled).encode()
+
+
+def value_variants(body: bytes, count: int) -> list[bytes]:
+    """Variants 0 (the body) to count - 1 of `body`."""
+    return [value_variant(body, variant) for variant in range(count)]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -43,10 +44,11 @@ async def wait_until_listening(process: subprocess.Popen[bytes], port: int, log_
 
 @asynccontextmanager
 async def running_process(
-    command: Sequence[str], ports: Sequence[int], log_file: Path
+    command: Sequence[str], ports: Sequence[int], log_file: Path, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """Start `command` (output into `log_file`), wait until it listens on every port; stop it on exit."""
-    process = start(command, log_file)
+    """Start `command` (output into `log_file`, `env` added to this process's environment), wait until it
+    listens on every port; stop it on exit."""
+    process = start(command, log_file, env)
     try:
         for port in ports:
             await wait_until_listening(process, port, log_file)
@@ -55,10 +57,13 @@ async def running_process(
         stop(process)
 
 
-def start(command: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
-    """Start `command` with its output appended to `log_file`."""
+def start(
+    command: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` with its output appended to `log_file`; `env` is added to our environment."""
+    environment = {**os.environ, **env} if env else None
     with log_file.open("ab") as log:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment)
 
 
 def write_file(path: Path, content: str | bytes) -> Path:

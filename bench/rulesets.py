@@ -73,9 +73,9 @@ def upstream_yaml(url: str, rule_set: RuleSet, extra: str = "") -> str:
     )
 
 
-def compiled_rules(rule_set: RuleSet, relabel_cache_size: int) -> Rules:
-    """Fresh Rules (an empty memo) for `rule_set`, compiled as the relay compiles its configuration."""
-    text = upstream_yaml(
-        "http://127.0.0.1/metrics", rule_set, f"    relabel_cache_size: {relabel_cache_size}\n"
-    )
+def compiled_rules(rule_set: RuleSet, relabel_cache_size: int | None = None) -> Rules:
+    """Fresh Rules (an empty memo) for `rule_set`, compiled as the relay compiles its configuration; without
+    `relabel_cache_size` the configuration's default applies."""
+    extra = f"    relabel_cache_size: {relabel_cache_size}\n" if relabel_cache_size is not None else ""
+    text = upstream_yaml("http://127.0.0.1/metrics", rule_set, extra)
     return Rules.for_upstream(parse(text, source="bench.yml", base_dir=Path()).upstreams[0])
