@@ -16,7 +16,7 @@ reach kube-apiserver's labels); a collision would need 2^64 series.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE, _PyBytes_Resize
 from cpython.object cimport PyObject
@@ -526,16 +526,29 @@ cdef class NativeBodyRelabeler:
         The per-line work runs without the GIL, so a worker thread can relabel one batch while the event
         loop reads the next and writes the last.
         """
-        cdef Py_ssize_t size = self.carry_length + 4096
-        for chunk in chunks:
-            size += PyBytes_GET_SIZE(chunk)
+        cdef Py_ssize_t count = len(chunks), size = self.carry_length + 4096, index
+        cdef const char** starts = <const char**>malloc(max(count, 1) * sizeof(char*))
+        cdef Py_ssize_t* lengths = <Py_ssize_t*>malloc(max(count, 1) * sizeof(Py_ssize_t))
+        if starts == NULL or lengths == NULL:
+            free(starts)
+            free(lengths)
+            raise MemoryError()
+        for index in range(count):
+            chunk = <bytes?>chunks[index]
+            starts[index], lengths[index] = PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk)
+            size += lengths[index]
         _lock(self.memo)
         try:
             self._open_output(size)
-            for chunk in chunks:
-                self._feed_chunk(chunk)
+            # One stretch without the GIL for the whole batch: the GIL is taken back only for lines that
+            # need Python, so a worker thread rarely waits for the event loop to let go of it.
+            with nogil:
+                for index in range(count):
+                    self._feed_chunk(starts[index], lengths[index])
             return self._close_output()
         finally:
+            free(starts)
+            free(lengths)
             Py_CLEAR(self.out_object)  # left only by an error
             PyThread_release_lock(self.memo.lock)
 
@@ -559,9 +572,9 @@ cdef class NativeBodyRelabeler:
             raise missing_eof()
         return relayed + b"# EOF\n"
 
-    cdef int _feed_chunk(self, bytes chunk) except -1:
-        cdef const char* data = PyBytes_AS_STRING(chunk)
-        cdef Py_ssize_t length = PyBytes_GET_SIZE(chunk)
+    cdef int _feed_chunk(self, const char* data, Py_ssize_t length) except -1 nogil:
+        """Frame one chunk: complete the carried line, relabel the whole lines, carry the rest (as LineBlocks,
+        the same checks in the same order)."""
         cdef Py_ssize_t cut = length - 1
         cdef Py_ssize_t rest, first
         while cut >= 0 and data[cut] != b'\n':
@@ -569,30 +582,32 @@ cdef class NativeBodyRelabeler:
         if cut < 0:
             self._carry_append(data, length)
             if self.line_limit and self.carry_length > self.line_limit:
-                raise line_too_long(self.line_limit)
+                self._line_too_long()
             return 0
         rest = length - cut - 1
         if self.line_limit and rest > self.line_limit:
-            raise line_too_long(self.line_limit)
+            self._line_too_long()
         if self.carry_length:
             # Only the line that the carry begins is copied; the rest is read where it lies.
             first = <Py_ssize_t>(<const char*>memchr(data, b'\n', cut + 1) - data)
             self._carry_append(data, first)
             if self.line_limit and self.carry_length > self.line_limit:
-                raise line_too_long(self.line_limit)
+                self._line_too_long()
             if first < cut:
                 self._check_lengths(data + first + 1, cut - first - 1)
-            with nogil:
-                self._block(self.carry, self.carry_length)
-                if first < cut:
-                    self._block(data + first + 1, cut - first - 1)
+            self._block(self.carry, self.carry_length)
+            if first < cut:
+                self._block(data + first + 1, cut - first - 1)
             self.carry_length = 0
         else:
             self._check_lengths(data, cut)
-            with nogil:
-                self._block(data, cut)
+            self._block(data, cut)
         self._carry_append(data + cut + 1, rest)
         return 0
+
+    cdef int _line_too_long(self) except -1 nogil:
+        with gil:
+            raise line_too_long(self.line_limit)
 
     cdef int _open_output(self, Py_ssize_t capacity) except -1:
         """Write the output straight into a new bytes object: no copy when it is handed over."""
@@ -619,8 +634,10 @@ cdef class NativeBodyRelabeler:
         self.out_capacity = 0
         return output
 
-    cdef int _carry_append(self, const char* data, Py_ssize_t length) except -1:
-        self._reserve(&self.carry, &self.carry_capacity, self.carry_length + length)
+    cdef int _carry_append(self, const char* data, Py_ssize_t length) except -1 nogil:
+        if _grow(&self.carry, &self.carry_capacity, self.carry_length + length) < 0:
+            with gil:
+                raise MemoryError()
         memcpy(self.carry + self.carry_length, data, length)
         self.carry_length += length
         return 0
@@ -637,7 +654,7 @@ cdef class NativeBodyRelabeler:
         self.out_length += length
         return 0
 
-    cdef int _check_lengths(self, const char* block, Py_ssize_t length) except -1:
+    cdef int _check_lengths(self, const char* block, Py_ssize_t length) except -1 nogil:
         """Every line of a block is checked before any is relayed, as LineBlocks does."""
         cdef const char* end = block + length
         cdef const char* newline
@@ -648,7 +665,7 @@ cdef class NativeBodyRelabeler:
             if newline == NULL:
                 newline = end
             if newline - block > self.line_limit:
-                raise line_too_long(self.line_limit)
+                self._line_too_long()
             if newline == end:
                 return 0
             block = newline + 1

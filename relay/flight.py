@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 log = logging.getLogger(__name__)
 
 FOLLOWER_BACKLOG_BYTES = 4 << 20
-DEFAULT_HISTORY_LIMIT = 16 << 20
+DEFAULT_HISTORY_LIMIT = 4 << 20
 
 
 class Follower:

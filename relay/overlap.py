@@ -18,7 +18,7 @@ from relay.errors import ScrapeError
 from relay.pipeline import BodyRelabeler
 
 BATCH_BYTES = 1 << 20
-BACKLOG_BYTES = 8 << 20
+BACKLOG_BYTES = 4 << 20
 """Read ahead of a busy worker at most this much, then wait for it: memory stays bounded."""
 QUEUED_BATCHES = 2
 """Finished batches waiting for slow scrapers, at most; then reading waits too."""

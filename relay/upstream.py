@@ -46,7 +46,8 @@ class UpstreamBody:
     async def chunks(self) -> AsyncIterator[bytes]:
         """Chunks as they arrive; errors (broken body, limit) are raised as ScrapeError."""
         try:
-            async for chunk in self.response.content.iter_any():
+            # iter_chunks() hands over each piece as it was received; iter_any() joins what is buffered.
+            async for chunk, _ in self.response.content.iter_chunks():
                 self._count(len(chunk))
                 yield chunk
         except ScrapeError:
