@@ -658,8 +658,8 @@ cdef class NativeBodyRelabeler:
         """Every line of a block is checked before any is relayed, as LineBlocks does."""
         cdef const char* end = block + length
         cdef const char* newline
-        if not self.line_limit:
-            return 0
+        if not self.line_limit or length <= self.line_limit:
+            return 0  # no line of the block can be longer than the block
         while True:
             newline = <const char*>memchr(block, b'\n', end - block)
             if newline == NULL:

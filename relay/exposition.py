@@ -101,7 +101,7 @@ class LineBlocks:
         self._check(len(rest))
         self.last_block = data
         lines = data.split(b"\n")
-        if self._limit:
+        if self._limit and len(data) > self._limit:  # no line of a block is longer than the block
             self._check(max(map(len, lines)))
         return lines
 
