@@ -22,6 +22,8 @@ from relay.metadata import MetadataTracker
 from relay.rules import Rules
 
 EXEMPLAR_SUFFIXES = ("_total", "_bucket")
+_EXEMPLAR_SUFFIXES_BYTES = tuple(suffix.encode() for suffix in EXEMPLAR_SUFFIXES)
+_SAMPLE_NAME = re.compile(rb'([a-zA-Z_:][a-zA-Z0-9_:]*)|\{"((?:\\.|[^\\"])*)"')
 _OPENMETRICS_LABEL_SET = re.compile(rb'[^{ ]*\{(?:[^"}]|"(?:\\.|[^\\"])*")*\}')
 DUPLICATE_WATCH_LIMIT = 400_000
 """Distinct series of one body checked for duplicates (about 25 MB, more than the biggest kube-apiserver);
@@ -183,6 +185,13 @@ def split_exemplar(line: bytes) -> tuple[bytes, bytes]:
         if mark < 0:
             return line, b""
     exemplar = line[mark:]
+    name = _SAMPLE_NAME.match(line)
+    if name is not None and not (name[1] or name[2] or b"").endswith(_EXEMPLAR_SUFFIXES_BYTES):
+        # OpenMetrics puts exemplars on counters' _total and histograms' _bucket samples only.
+        raise InvalidExpositionError(
+            "invalid exposition: exemplars are allowed only on _total and _bucket samples",
+            f"invalid exposition: exemplar on a sample that may not carry one in {line[:120]!r}",
+        )
     check_exemplar(exemplar)
     return line[:mark], exemplar
 

@@ -311,7 +311,7 @@ def test_label_length_limits_count_bytes():
 
 def test_openmetrics_hash_inside_a_label_value_is_no_exemplar():
     """` # ` inside a quoted label value does not start an exemplar."""
-    body = b'a{b="x # y"} 1 # {t="1"} 2\na{b="z"} 3\n# EOF\n'
+    body = b'a_total{b="x # y"} 1 # {t="1"} 2\na_total{b="z"} 3\n# EOF\n'
     assert relay(body, openmetrics=True)[0] == body
 
 
@@ -392,3 +392,13 @@ def test_openmetrics_unit_must_end_the_family_name():
         body = b"# UNIT %s %s\n%s 1\n# EOF\n" % (family, unit, family)
         with pytest.raises(InvalidExpositionError, match="is not a suffix of metric"):
             relay(body, openmetrics=True)
+
+
+@pytest.mark.parametrize("name", [b"a", b"a_count", b'{"a.b"'])
+def test_openmetrics_exemplars_only_on_total_and_bucket_samples(name):
+    """An exemplar on a sample other than a counter's _total or a histogram's _bucket is refused."""
+    series = name + (b"}" if name.startswith(b"{") else b"")
+    with pytest.raises(InvalidExpositionError, match="exemplars are allowed only on _total and _bucket"):
+        relay(series + b' 1 # {t="1"} 2\n# EOF\n', openmetrics=True)
+    kept = b'a_total 1 # {t="1"} 2\nb_bucket{le="1"} 1 # {t="2"} 0.5\n# EOF\n'
+    assert relay(kept, openmetrics=True)[0] == kept
