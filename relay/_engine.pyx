@@ -57,6 +57,7 @@ cdef enum:
     UTF8_ONLY = 16         # the arena holds the quoted UTF-8 form; other scrapers drop it (utf8_name)
     LIMIT_ERROR = 32       # a label limit is broken: the scrape fails (the message comes from Python)
     STRIP_EXEMPLAR = 64    # renamed away from a counter or bucket: an exemplar must go
+    NOT_OPENMETRICS = 128  # the text is valid in the text format only: OpenMetrics bodies refuse it
     REASON_SHIFT = 8
 
 cdef enum:  # what _line_fast() did with a line
@@ -723,6 +724,8 @@ cdef class NativeBodyRelabeler:
             return SLOW
         entry = &self.memo.entries[number]
         flags, name_id = entry.flags, entry.name_id
+        if flags & NOT_OPENMETRICS and self.openmetrics:
+            return SLOW
         if flags & DROPPED or (flags & UTF8_ONLY and not self.utf8_names):
             self.samples_in += 1
             self.drops[flags >> REASON_SHIFT if flags & DROPPED else REASON_UTF8_NAME] += 1
@@ -820,6 +823,9 @@ cdef class NativeBodyRelabeler:
             memo.misses += 1  # once decided: an invalid series raises and is no miss (as Rules.learn_series)
         # Bodies list their series in the same order every scrape: the next line is likely the next entry.
         self.predicted = number + 1
+        if self.openmetrics and flags & NOT_OPENMETRICS:
+            self.rules.openmetrics_refusal(line[:series_length])  # raises, unless invalid lines are dropped
+            flags = OCCUPIED | DROPPED | (REASON_INVALID_LINE << REASON_SHIFT)
         tail_canonical = _canonical_tail(line + series_length, length - series_length, self.openmetrics)
         if not tail_canonical:
             learned = self.learn_tail(line[series_length:length], openmetrics=self.openmetrics)
@@ -1091,7 +1097,7 @@ cdef inline bint _find_exemplar_mark(const char* line, Py_ssize_t length) noexce
 
 cdef tuple _encode(NativeMemo memo, result):
     """A SeriesResult as an entry's flags, name id, identity and replacement bytes."""
-    output, name, renamed, unchanged, drop_reason, limit_error, identity, utf8_output = result
+    output, name, renamed, unchanged, drop_reason, limit_error, identity, utf8_output, openmetrics_valid = result
     cdef uint32_t flags = OCCUPIED
     replacement = b""
     if output is None and utf8_output is None:
@@ -1108,4 +1114,6 @@ cdef tuple _encode(NativeMemo memo, result):
         flags |= LIMIT_ERROR
     if renamed and not name.endswith(EXEMPLAR_SUFFIXES):
         flags |= STRIP_EXEMPLAR
+    if not openmetrics_valid:
+        flags |= NOT_OPENMETRICS
     return flags, memo._name_id(name), identity & 0xFFFFFFFFFFFFFFFF, replacement

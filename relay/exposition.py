@@ -55,6 +55,23 @@ _EXEMPLAR = re.compile(
     rb' # \{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^\\"\n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^\\"\n])*")*)?\}'
     rb" (?:" + _GO_FLOAT + rb")(?: (" + _FINITE_GO_FLOAT + rb"))?"
 )
+_OPENMETRICS_QUOTED = rb'"(?:\\.|[^\\"\n])*"'
+_OPENMETRICS_ITEM = (
+    rb"(?:(?:[a-zA-Z_][a-zA-Z0-9_]*|"
+    + _OPENMETRICS_QUOTED
+    + rb")="
+    + _OPENMETRICS_QUOTED
+    + rb"|"
+    + _OPENMETRICS_QUOTED
+    + rb")"
+)
+_OPENMETRICS_SERIES = re.compile(
+    rb"(?:[a-zA-Z_:][a-zA-Z0-9_:]*)?(?:\{(?:"
+    + _OPENMETRICS_ITEM
+    + rb"(?:,"
+    + _OPENMETRICS_ITEM
+    + rb")*)?\})?"
+)
 _INT64_MAX = (1 << 63) - 1
 _UNESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 _HELP_UNESCAPES = {"\\\\": "\\", "\\n": "\n"}
@@ -201,6 +218,19 @@ def _parse_label_body(body: str, name: str | None, series: bytes) -> tuple[str |
         else:
             dropped_empty = True
     return name, labels, dropped_empty
+
+
+def is_openmetrics_series(series: bytes) -> bool:
+    """Whether a series text (valid text format) is also in OpenMetrics' form: no blanks, a comma between
+    labels and none before the first or after the last (Prometheus' OpenMetrics parser refuses the rest)."""
+    return _OPENMETRICS_SERIES.fullmatch(series) is not None
+
+
+def openmetrics_series_error(series: bytes) -> InvalidExpositionError:
+    """The error for a series text in the text format's looser form inside an OpenMetrics body."""
+    return _invalid(
+        "OpenMetrics label sets have no blanks and a comma between labels, none at the end", series
+    )
 
 
 def split_tail(tail: bytes) -> tuple[bytes, bytes | None]:

@@ -126,9 +126,11 @@ class PythonBodyRelabeler:
                 series = line[: end + 1]
                 tail = line[end + 1 :]
                 result = series_memo_get(series) or learn_series(series)
+                if openmetrics and not result.openmetrics_valid:
+                    result = rules.openmetrics_refusal(series)
                 new_tail = tails_memo_get(tail) or learn_tail(tail, openmetrics=openmetrics)
                 samples_in += 1
-                output, name, _, unchanged, drop_reason, limit_error, identity, utf8_output = result
+                output, name, _, unchanged, drop_reason, limit_error, identity, utf8_output, _ = result
                 if output is None:
                     output = utf8_output if self.utf8_names else None
                     if output is None:

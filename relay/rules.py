@@ -15,7 +15,9 @@ from relay.config import DEFAULT_RELABEL_CACHE_SIZE, UpstreamConfig
 from relay.errors import InvalidExpositionError
 from relay.exposition import (
     ParsedSeries,
+    is_openmetrics_series,
     legacy_names,
+    openmetrics_series_error,
     parse_series,
     serialize_series,
     serialize_utf8_series,
@@ -46,6 +48,13 @@ class SeriesResult(NamedTuple):  # a NamedTuple: built once per new series, so i
     limit_error: str = ""
     identity: int = 0  # equal for equal label sets, whatever their order: finds duplicates
     utf8_output: bytes | None = None  # for scrapers that accept quoted UTF-8 names
+    openmetrics_valid: bool = (
+        True  # the text is also in OpenMetrics' stricter form (no blanks, no stray comma)
+    )
+
+
+INVALID_LINE = SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
+"""What an invalid series text becomes with `on_invalid_line: drop`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +129,17 @@ class Rules:
         except InvalidExpositionError:
             if not self.drop_invalid_lines:
                 raise
-            return SeriesResult(None, "", renamed=False, drop_reason="invalid_line")
-        return self._relabel(series, parsed)
+            return INVALID_LINE
+        result = self._relabel(series, parsed)
+        # One memo serves both formats: the entry says whether OpenMetrics bodies may carry the text.
+        return result if is_openmetrics_series(series) else result._replace(openmetrics_valid=False)
+
+    def openmetrics_refusal(self, series: bytes) -> SeriesResult:
+        """For a series text the text format takes and OpenMetrics does not: raise, or with
+        `on_invalid_line: drop` the result that drops the line."""
+        if not self.drop_invalid_lines:
+            raise openmetrics_series_error(series)
+        return INVALID_LINE
 
     def learn_series(self, series: bytes) -> SeriesResult:
         """Parse and relabel a series text not seen before, and remember the result (the Python memo)."""

@@ -402,3 +402,27 @@ def test_openmetrics_exemplars_only_on_total_and_bucket_samples(name):
         relay(series + b' 1 # {t="1"} 2\n# EOF\n', openmetrics=True)
     kept = b'a_total 1 # {t="1"} 2\nb_bucket{le="1"} 1 # {t="2"} 0.5\n# EOF\n'
     assert relay(kept, openmetrics=True)[0] == kept
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        b'a_total{b="c",}',
+        b'a_total{b="c" ,d="e"}',
+        b'a_total{ b="c"}',
+        b'a_total {b="c"}',
+        b'a_total{b="c"\t}',
+    ],
+)
+def test_openmetrics_refuses_the_text_formats_looser_label_sets(series):
+    """Blanks in a label set, a trailing or leading comma: the text format takes them, OpenMetrics does not,
+    even when the same upstream's text body taught the memo the series first; `drop` drops the line."""
+    shared = rules()
+    text_body = series + b" 1\n"
+    assert relay(text_body, shared)[1].samples_out == 1
+    openmetrics_body = b"# TYPE a counter\n" + series + b" 1\na_total 2\n# EOF\n"
+    with pytest.raises(InvalidExpositionError, match="OpenMetrics label sets"):
+        relay(openmetrics_body, shared, openmetrics=True)
+    out, relabeler = relay(openmetrics_body, rules(on_invalid_line="drop"), openmetrics=True)
+    assert out == b"# TYPE a counter\na_total 2\n# EOF\n"
+    assert relabeler.dropped["invalid_line"] == 1
