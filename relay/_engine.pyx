@@ -694,7 +694,7 @@ cdef class NativeBodyRelabeler:
         """The common line, without the GIL: a sample whose series the memo knows, with a canonical tail,
         and nothing that needs Python (metadata to place, a limit to report). SLOW before any change of
         state when the line needs the full path, so that _line() can take it from the start."""
-        cdef Py_ssize_t end, series_length, needed
+        cdef Py_ssize_t series_length, needed
         cdef size_t number
         cdef uint64_t key0, key1
         cdef uint32_t flags, name_id
@@ -706,15 +706,7 @@ cdef class NativeBodyRelabeler:
             return HANDLED
         if <uint8_t>line[0] < 58 or (self.openmetrics and _find_exemplar_mark(line, length)):
             return SLOW
-        end = length - 1
-        while end >= 0 and line[end] != b'}':
-            end -= 1
-        if end < 0:
-            end = 0
-            while end < length and line[end] != b' ' and line[end] != b'\t':
-                end += 1
-            end -= 1
-        series_length = end + 1
+        series_length = _series_length(line, length)
         _siphash13_128(<const uint8_t*>line, series_length, self.memo.k0, self.memo.k1, &key0, &key1)
         number = self.memo._lookup(key0, key1, self.predicted)
         if number == NO_ENTRY:
@@ -763,7 +755,7 @@ cdef class NativeBodyRelabeler:
         return HANDLED
 
     cdef int _line(self, const char* line, Py_ssize_t length) except -1:
-        cdef Py_ssize_t end, series_length
+        cdef Py_ssize_t series_length
         cdef size_t number
         cdef uint64_t key0, key1, identity = 0
         cdef uint32_t flags, name_id, offset = 0, replacement_length = 0
@@ -792,15 +784,7 @@ cdef class NativeBodyRelabeler:
             length = PyBytes_GET_SIZE(without)
             if not exemplar:
                 exemplar = None
-        end = length - 1
-        while end >= 0 and line[end] != b'}':
-            end -= 1
-        if end < 0:
-            end = 0
-            while end < length and line[end] != b' ' and line[end] != b'\t':
-                end += 1
-            end -= 1
-        series_length = end + 1
+        series_length = _series_length(line, length)
         _siphash13_128(<const uint8_t*>line, series_length, memo.k0, memo.k1, &key0, &key1)
         number = memo._lookup(key0, key1, self.predicted)
         if number != NO_ENTRY:
@@ -1011,6 +995,20 @@ cdef int _lock(NativeMemo memo) except -1:
         with nogil:
             PyThread_acquire_lock(memo.lock, WAIT_LOCK)
     return 0
+
+
+cdef inline Py_ssize_t _series_length(const char* line, Py_ssize_t length) noexcept nogil:
+    """Where the series of a sample line ends: after its last '}', or else at the first blank (as the
+    Python engine's rfind and _end_of_bare_name)."""
+    cdef Py_ssize_t end = length - 1
+    while end >= 0 and line[end] != b'}':
+        end -= 1
+    if end >= 0:
+        return end + 1
+    end = 0
+    while end < length and line[end] != b' ' and line[end] != b'\t':
+        end += 1
+    return end
 
 
 cdef inline bint _name_start(char c) noexcept nogil:
