@@ -192,6 +192,7 @@ cdef class NativeMemo:
     cdef dict names
     cdef dict name_ids
     cdef uint32_t next_name_id
+    cdef readonly uint64_t name_epoch  # changes when the name table starts over (ids are then reused)
     cdef PyThread_type_lock lock  # held by the body being relabeled: single flight can run two at once
 
     def __cinit__(self, size_t max_entries, size_t max_bytes, bint dedup):
@@ -294,11 +295,8 @@ cdef class NativeMemo:
             return found
         if len(self.name_ids) >= NAME_LIMIT:
             return UNNAMED
-        # Ids are never reused, so a body that outlives a renewal never takes a new name for its last one.
         cdef uint32_t new_id = self.next_name_id
         self.next_name_id += 1
-        if self.next_name_id == UNNAMED:
-            self.next_name_id = 1
         self.name_ids[name] = new_id
         self.names[new_id] = name
         return new_id
@@ -354,9 +352,12 @@ cdef class NativeMemo:
         self.arena_used = 0
         self.refused_insert = False
         if len(self.name_ids) >= NAME_LIMIT // 2:
-            # New ids from here on: a body still running never mistakes a new name for its last one.
+            # Ids start over (so they stay below NAME_LIMIT); bodies under way see the new epoch and forget
+            # the ids they noted.
             self.name_ids.clear()
             self.names.clear()
+            self.next_name_id = 1
+            self.name_epoch += 1
 
 
 cdef inline Py_ssize_t _scan_float(const char* text, Py_ssize_t i, Py_ssize_t n, bint allow_special) noexcept nogil:
@@ -468,6 +469,7 @@ cdef class NativeBodyRelabeler:
     cdef bint metadata_pending
     cdef uint8_t* noted
     cdef size_t noted_capacity
+    cdef uint64_t name_epoch  # the memo's name epoch that `noted` and `last_name_id` belong to
     cdef object filter_steps  # the rules as data when they only keep or drop (Rules.filter_steps)
     cdef uint32_t decided_name_id
     cdef char* scratch
@@ -492,6 +494,7 @@ cdef class NativeBodyRelabeler:
         self.dedup = rules.rewrites_labels
         self.misses_before = self.memo.misses
         self.was_full = self.memo.memo_full
+        self.name_epoch = self.memo.name_epoch
         steps = rules.filter_steps()
         if steps is not None:
             self.filter_steps = tuple(
@@ -540,6 +543,7 @@ cdef class NativeBodyRelabeler:
             size += lengths[index]
         _lock(self.memo)
         try:
+            self._follow_name_epoch()
             self._open_output(size)
             # One stretch without the GIL for the whole batch: the GIL is taken back only for lines that
             # need Python, so a worker thread rarely waits for the event loop to let go of it.
@@ -558,6 +562,7 @@ cdef class NativeBodyRelabeler:
         cdef Py_ssize_t length = self.carry_length
         _lock(self.memo)
         try:
+            self._follow_name_epoch()
             self._open_output(length + 4096)
             if length:
                 self.carry_length = 0
@@ -862,6 +867,14 @@ cdef class NativeBodyRelabeler:
             raise sample_limit_error(self.sample_limit)
         return 0
 
+    cdef void _follow_name_epoch(self) noexcept:
+        """After the memo's names started over (between two calls of this body), forget the old ids."""
+        if self.name_epoch != self.memo.name_epoch:
+            self.name_epoch = self.memo.name_epoch
+            self.last_name_id = 0  # describe() again for the next name: harmless, it is idempotent
+            if self.noted != NULL:
+                memset(self.noted, 0, self.noted_capacity)
+
     cdef inline bint _is_noted(self, uint32_t name_id) noexcept nogil:
         return name_id < self.noted_capacity and self.noted[name_id]
 
@@ -962,7 +975,7 @@ cdef class NativeBodyRelabeler:
             self.seen = <uint64_t*>calloc(old_capacity * 2, sizeof(uint64_t))
             if self.seen == NULL:
                 self.seen = old
-                return 0  # it was remembered; the table stays fuller than planned, and still works
+                return -1  # no memory: the scrape fails rather than the table fill up
             self.seen_capacity = old_capacity * 2
             mask = self.seen_capacity - 1
             for i in range(old_capacity):

@@ -9,7 +9,6 @@ handed over only when the worker is free.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,66 +29,94 @@ Batches = asyncio.Queue["asyncio.Future[bytes] | None"]
 
 
 async def relabel_stream(relabeler: BodyRelabeler, chunks: AsyncIterable[bytes], publish: Publish) -> None:
-    """Feed every chunk to `relabeler` and publish its output in order (finish() is the caller's).
+    """Feed every chunk to `relabeler`, then finish the body; publish the output in order.
 
-    Whatever was read before the upstream broke off is published before its error is raised.
+    Errors come in the order of the body, as with the Python engine (which feeds each chunk before it reads
+    the next): the first batch that fails stops the reading, and an engine error in what was read before the
+    upstream broke off wins over the break.
     """
     if not relabeler.releases_gil:
         async for chunk in chunks:
             await publish(relabeler.feed(chunk))
+        await publish(relabeler.finish())
         return
-    loop = asyncio.get_running_loop()
-    batches: Batches = asyncio.Queue(QUEUED_BATCHES)
-    publisher = asyncio.ensure_future(_publish_in_order(batches, publish))
-    batch: list[bytes] = []
-    size = 0
-    threshold = 1
-    working: asyncio.Future[bytes] | None = None
-
-    async def hand_over() -> None:
-        nonlocal working, batch, size
-        working = loop.run_in_executor(_workers, relabeler.feed_many, batch)
-        working.add_done_callback(_retrieve)
-        batch, size = [], 0
-        await batches.put(working)
-
+    pipeline = _Pipeline(relabeler, publish)
     try:
         async for chunk in chunks:
-            batch.append(chunk)
-            size += len(chunk)
-            if working is not None and not working.done() and size >= BACKLOG_BYTES:
-                await asyncio.wait([working])
-            if (working is None or working.done()) and size >= threshold:
-                await hand_over()
-                threshold = min(threshold * 4 or 1, BATCH_BYTES)
-            if publisher.done():
-                break  # a batch failed: its error is raised below
-        if batch and not publisher.done():
-            await hand_over()
+            if not await pipeline.add(chunk):
+                break  # a batch failed: close() raises its error
     except ScrapeError:
-        await batches.put(None)
-        with contextlib.suppress(ScrapeError):
-            await publisher  # an error earlier in the body wins over the break
+        await pipeline.close()  # raises an error from earlier in the body, if a batch had one
         raise
     except BaseException:
-        publisher.cancel()
+        pipeline.cancel()
         raise
-    await batches.put(None)
-    await publisher
+    await pipeline.close()
+    # finish() takes the memo's lock, which another body's batch may hold: not on the event loop.
+    await publish(await pipeline.run(relabeler.finish))
+
+
+class _Pipeline:
+    """One body's batches: to a worker one at a time, in order; published by a task of their own."""
+
+    def __init__(self, relabeler: BodyRelabeler, publish: Publish) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._relabeler = relabeler
+        self._batches: Batches = asyncio.Queue(QUEUED_BATCHES)
+        self._publisher = asyncio.ensure_future(_publish_in_order(self._batches, publish))
+        self._batch: list[bytes] = []
+        self._size = 0
+        self._threshold = 1
+        self._working: asyncio.Future[bytes] | None = None
+
+    async def add(self, chunk: bytes) -> bool:
+        """Take a chunk; hand the batch over when the worker is free. False once a batch has failed."""
+        self._batch.append(chunk)
+        self._size += len(chunk)
+        working = self._working
+        if working is not None and not working.done() and self._size >= BACKLOG_BYTES:
+            await asyncio.wait([working])
+        if (self._working is None or self._working.done()) and self._size >= self._threshold:
+            await self._hand_over()
+            self._threshold = min(self._threshold * 4, BATCH_BYTES)
+        return not self._publisher.done()
+
+    async def close(self) -> None:
+        """Hand over what is left and wait until every batch is published; raise the first batch's error."""
+        if self._batch and not self._publisher.done():
+            await self._hand_over()
+        await self._put(None)
+        await self._publisher
+
+    def cancel(self) -> None:
+        """Stop publishing (batches under way finish in their threads, unheeded)."""
+        self._publisher.cancel()
+
+    def run(self, function: Callable[..., bytes], *args: object) -> asyncio.Future[bytes]:
+        """`function(*args)` in a worker thread."""
+        future = self._loop.run_in_executor(_workers, function, *args)
+        future.add_done_callback(_retrieve)
+        return future
+
+    async def _hand_over(self) -> None:
+        if self._working is not None:  # one feed_many() at a time: the engine frames chunks in order
+            await asyncio.wait([self._working])
+        self._working = self.run(self._relabeler.feed_many, self._batch)
+        self._batch, self._size = [], 0
+        await self._put(self._working)
+
+    async def _put(self, item: asyncio.Future[bytes] | None) -> None:
+        """Queue for the publisher, unless it has stopped (then nobody would take it)."""
+        put = asyncio.ensure_future(self._batches.put(item))
+        await asyncio.wait([put, self._publisher], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
 
 
 async def _publish_in_order(batches: Batches, publish: Publish) -> None:
-    """Publish each finished batch in order until None; after a failure, only drain the queue."""
-    failure: BaseException | None = None
+    """Publish each finished batch in order until None; the first failure ends it (and stops the reader)."""
     while (batch := await batches.get()) is not None:
-        if failure is not None:
-            continue
-        try:
-            await publish(await batch)
-        except Exception as exc:  # noqa: BLE001 - kept and raised once the reader has stopped
-            failure = exc
-    if failure is not None:
-        raise failure
+        await publish(await batch)
 
 
 def _retrieve(future: asyncio.Future[bytes]) -> None:

@@ -36,7 +36,6 @@ async def upstream_pass(
             relabeler = body_relabeler(rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
             flight.content_type = response_content_type(body.openmetrics, utf8_names)
             await relabel_stream(relabeler, body.chunks(), flight.publish)
-            await flight.publish(relabeler.finish())
     except ScrapeError:
         raise
     except TimeoutError:

@@ -980,3 +980,22 @@ def test_a_body_of_more_names_than_the_native_name_table_changes_no_output():
     python, native = outcomes["python"], outcomes["native"]
     assert [without_memo(one) for one in native] == [without_memo(one) for one in python]
     assert native[0].memo_entries <= 1 << 18 < python[0].memo_entries
+
+
+@needs_native
+def test_bodies_after_the_name_table_starts_over_keep_their_metadata():
+    """Scrapes of more new metric names than half the native name table, memo renewed between them: the
+    table starts over (its ids are reused) and every body still gets the reference's metadata and samples."""
+    outcomes = {}
+    for engine in ("python", "native"):
+        rules = fresh_rules("none", (("relabel_cache_size", 1000),))
+        outcomes[engine] = [
+            scrape(engine, rules, body, (65536,), openmetrics=False, utf8_names=False, batches=())
+            for body in (
+                b"".join(b"# TYPE n%d_%d gauge\nn%d_%d 1\n" % (k, i, k, i) for i in range(140_000))
+                for k in range(3)
+            )
+        ]
+    assert [without_memo(one) for one in outcomes["native"]] == [
+        without_memo(one) for one in outcomes["python"]
+    ]
