@@ -105,6 +105,13 @@ cdef inline uint64_t _load64(const uint8_t* p) noexcept nogil:
     return word
 
 
+cdef inline void _sipround(uint64_t* v0, uint64_t* v1, uint64_t* v2, uint64_t* v3) noexcept nogil:
+    v0[0] += v1[0]; v1[0] = _rotl(v1[0], 13); v1[0] ^= v0[0]; v0[0] = _rotl(v0[0], 32)
+    v2[0] += v3[0]; v3[0] = _rotl(v3[0], 16); v3[0] ^= v2[0]
+    v0[0] += v3[0]; v3[0] = _rotl(v3[0], 21); v3[0] ^= v0[0]
+    v2[0] += v1[0]; v1[0] = _rotl(v1[0], 17); v1[0] ^= v2[0]; v2[0] = _rotl(v2[0], 32)
+
+
 cdef void _siphash13_128(const uint8_t* data, size_t length, uint64_t k0, uint64_t k1,
                          uint64_t* out0, uint64_t* out1) noexcept nogil:
     """SipHash-1-3 with 128-bit output (one compression round, three finalisation rounds)."""
@@ -119,10 +126,7 @@ cdef void _siphash13_128(const uint8_t* data, size_t length, uint64_t k0, uint64
     while i < whole:
         m = _load64(data + i)
         v3 ^= m
-        v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
-        v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
-        v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
-        v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+        _sipround(&v0, &v1, &v2, &v3)
         v0 ^= m
         i += 8
     m = (<uint64_t>length) << 56
@@ -131,24 +135,15 @@ cdef void _siphash13_128(const uint8_t* data, size_t length, uint64_t k0, uint64
         rest -= 1
         m |= (<uint64_t>data[whole + rest]) << (8 * rest)
     v3 ^= m
-    v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
-    v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
-    v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
-    v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+    _sipround(&v0, &v1, &v2, &v3)
     v0 ^= m
     v2 ^= 0xee
     for r in range(3):
-        v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
-        v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
-        v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
-        v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+        _sipround(&v0, &v1, &v2, &v3)
     out0[0] = v0 ^ v1 ^ v2 ^ v3
     v1 ^= 0xdd
     for r in range(3):
-        v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
-        v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
-        v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
-        v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+        _sipround(&v0, &v1, &v2, &v3)
     out1[0] = v0 ^ v1 ^ v2 ^ v3
 
 
