@@ -15,8 +15,6 @@ from typing import Protocol
 from relay.pyengine import PythonBodyRelabeler
 from relay.rules import Rules
 
-ENGINES = ("native", "python")
-
 
 class BodyRelabeler(Protocol):
     """Turns one upstream body, chunk by chunk, into the relayed body, and counts what it did."""
