@@ -17,7 +17,7 @@ reach kube-apiserver's labels); a collision would need 2^64 series.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE, _PyBytes_Resize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_CLEAR, Py_INCREF
@@ -46,7 +46,7 @@ from relay.pyengine import (
     split_exemplar,
 )
 from relay.rules import DROP_REASONS, MEMO_BYTE_LIMIT
-from relay.errors import LimitExceededError
+from relay.errors import InvalidExpositionError, LimitExceededError
 
 # An entry's flags.
 cdef enum:
@@ -59,6 +59,10 @@ cdef enum:
     STRIP_EXEMPLAR = 64    # renamed away from a counter or bucket: an exemplar must go
     NOT_OPENMETRICS = 128  # the text is valid in the text format only: OpenMetrics bodies refuse it
     REASON_SHIFT = 8
+
+cdef enum:  # what _line() and _block() report besides success
+    CONTINUE = 1       # the sample goes on in the next line (a raw newline inside a quoted value)
+    PENDING = 1        # the block ended inside such a sample: it waits at `pending` for the next chunk
 
 cdef enum:  # what _line_fast() did with a line
     HANDLED = 0
@@ -470,6 +474,8 @@ cdef class NativeBodyRelabeler:
     cdef char* scratch
     cdef Py_ssize_t scratch_capacity
     cdef Py_ssize_t spans[4 * MAX_SIMPLE_LABELS]
+    cdef bint carry_has_lines  # the carry holds whole lines of a sample that goes on (pushed back)
+    cdef const char* pending  # where a block's unfinished sample starts, after _block() returned PENDING
 
     engine = "native"
     releases_gil = True
@@ -561,7 +567,8 @@ cdef class NativeBodyRelabeler:
             self._open_output(length + 4096)
             if length:
                 self.carry_length = 0
-                self._line(self.carry, length)
+                if self._line(self.carry, length) == CONTINUE:  # the body ended inside a quoted value
+                    self._line(self.carry, length, True)
             relayed = self._close_output()
             self.memo.end_of_scrape(self.samples_in, self.memo_misses, self.was_full)
         finally:
@@ -592,19 +599,43 @@ cdef class NativeBodyRelabeler:
             # Only the line that the carry begins is copied; the rest is read where it lies.
             first = <Py_ssize_t>(<const char*>memchr(data, b'\n', cut + 1) - data)
             self._carry_append(data, first)
-            if self.line_limit and self.carry_length > self.line_limit:
+            if self.carry_has_lines:  # a sample carried over: its lines are checked one by one
+                self._check_lengths(self.carry, self.carry_length)
+            elif self.line_limit and self.carry_length > self.line_limit:
                 self._line_too_long()
             if first < cut:
                 self._check_lengths(data + first + 1, cut - first - 1)
-            self._block(self.carry, self.carry_length)
-            if first < cut:
-                self._block(data + first + 1, cut - first - 1)
-            self.carry_length = 0
+            self.carry_has_lines = False
+            if not self.openmetrics and _opens_quote(self.carry, self.carry_length):
+                # The carried sample may go on into this chunk's lines: one block with them, as LineBlocks.
+                self._carry_append(data + first, cut - first)
+                if self._block(self.carry, self.carry_length) == PENDING:
+                    self._carry_keep_from(self.pending)
+                    self._carry_append(data + cut, length - cut)
+                    self.carry_has_lines = True
+                    return 0
+                self.carry_length = 0
+            else:
+                self._block(self.carry, self.carry_length)  # cannot end inside a quoted value
+                self.carry_length = 0
+                if first < cut and self._block(data + first + 1, cut - first - 1) == PENDING:
+                    self._carry_append(self.pending, data + length - self.pending)
+                    self.carry_has_lines = True
+                    return 0
         else:
             self._check_lengths(data, cut)
-            self._block(data, cut)
+            if self._block(data, cut) == PENDING:
+                self._carry_append(self.pending, data + length - self.pending)
+                self.carry_has_lines = True
+                return 0
         self._carry_append(data + cut + 1, rest)
         return 0
+
+    cdef void _carry_keep_from(self, const char* start) noexcept nogil:
+        """Keep only the carry from `start` (a pointer into it) on."""
+        cdef Py_ssize_t offset = start - self.carry
+        memmove(self.carry, self.carry + offset, self.carry_length - offset)
+        self.carry_length -= offset
 
     cdef int _line_too_long(self) except -1 nogil:
         with gil:
@@ -672,6 +703,7 @@ cdef class NativeBodyRelabeler:
             block = newline + 1
 
     cdef int _block(self, const char* block, Py_ssize_t length) except -1 nogil:
+        """Relabel the lines of a block; PENDING (and `pending` set) when its last sample goes on past it."""
         cdef const char* end = block + length
         cdef const char* newline
         cdef Py_ssize_t line_length
@@ -682,13 +714,36 @@ cdef class NativeBodyRelabeler:
             handled = self._line_fast(block, line_length)
             if handled == SLOW:
                 with gil:
-                    self._line(block, line_length)
+                    if self._line(block, line_length) == CONTINUE:
+                        newline = self._continue(block, block + line_length, end)
+                        if newline == NULL:
+                            self.pending = block
+                            return PENDING
+                        if newline == end:
+                            newline = NULL
             elif handled == OUT_OF_MEMORY:
                 with gil:
                     raise MemoryError()
             if newline == NULL:
                 return 0
             block = newline + 1
+
+    cdef const char* _continue(self, const char* start, const char* line_end, const char* end) except? NULL:
+        """Join the lines after `start` until its quoted value closes, and relabel the whole sample; where it
+        ends, or NULL when the block ends first (as PythonBodyRelabeler._continued)."""
+        cdef const char* following
+        cdef const char* text = start  # the sample without its leading blanks, as the Python engine counts
+        while text < line_end and (text[0] == b' ' or text[0] == b'\t'):
+            text += 1
+        while _opens_quote(start, line_end - start):
+            if line_end >= end:
+                return NULL
+            following = <const char*>memchr(line_end + 1, b'\n', end - line_end - 1)
+            line_end = following if following != NULL else end
+            if self.line_limit and line_end - text > self.line_limit:
+                raise line_too_long(self.line_limit)
+        self._line(start, line_end - start, True)
+        return line_end
 
     cdef int _line_fast(self, const char* line, Py_ssize_t length) noexcept nogil:
         """The common line, without the GIL: a sample whose series the memo knows, with a canonical tail,
@@ -718,6 +773,8 @@ cdef class NativeBodyRelabeler:
         flags, name_id = entry.flags, entry.name_id
         if flags & NOT_OPENMETRICS and self.openmetrics:
             return SLOW
+        if flags & DROPPED and flags >> REASON_SHIFT == REASON_INVALID_LINE and not self.openmetrics:
+            return SLOW  # perhaps the first line of a sample with a raw newline in a quoted value
         if flags & DROPPED or (flags & UTF8_ONLY and not self.utf8_names):
             self.samples_in += 1
             self.drops[flags >> REASON_SHIFT if flags & DROPPED else REASON_UTF8_NAME] += 1
@@ -754,7 +811,9 @@ cdef class NativeBodyRelabeler:
         self.out_length += 1
         return HANDLED
 
-    cdef int _line(self, const char* line, Py_ssize_t length) except -1:
+    cdef int _line(self, const char* line, Py_ssize_t length, bint continued=False) except -1:
+        """The full path of one line, with the GIL; CONTINUE when the sample goes on in the next lines (a raw
+        newline inside a quoted label value), unless `continued` (the line is already the whole sample)."""
         cdef Py_ssize_t series_length
         cdef size_t number
         cdef uint64_t key0, key1, identity = 0
@@ -799,7 +858,12 @@ cdef class NativeBodyRelabeler:
                 name_id, identity, replacement_length = self.decided_name_id, 0, 0
                 number = memo._insert(key0, key1, flags, name_id, 0, NULL, 0)
             else:
-                result = self.relabel_series(line[:series_length])
+                try:
+                    result = self.relabel_series(line[:series_length])
+                except InvalidExpositionError:
+                    if continued or self.openmetrics or not _opens_quote(line, length):
+                        raise
+                    return CONTINUE
                 flags, name_id, identity, replacement = _encode(memo, result)
                 replacement_length = PyBytes_GET_SIZE(replacement)
                 number = memo._insert(key0, key1, flags, name_id, identity, PyBytes_AS_STRING(replacement),
@@ -807,6 +871,9 @@ cdef class NativeBodyRelabeler:
             memo.misses += 1  # once decided: an invalid series raises and is no miss (as Rules.learn_series)
         # Bodies list their series in the same order every scrape: the next line is likely the next entry.
         self.predicted = number + 1
+        if (flags & DROPPED and flags >> REASON_SHIFT == REASON_INVALID_LINE and not continued
+                and not self.openmetrics and _opens_quote(line, length)):
+            return CONTINUE
         if self.openmetrics and flags & NOT_OPENMETRICS:
             self.rules.openmetrics_refusal(line[:series_length])  # raises, unless invalid lines are dropped
             flags = OCCUPIED | DROPPED | (REASON_INVALID_LINE << REASON_SHIFT)
@@ -1003,6 +1070,36 @@ cdef int _lock(NativeMemo memo) except -1:
         with nogil:
             PyThread_acquire_lock(memo.lock, WAIT_LOCK)
     return 0
+
+
+cdef bint _opens_quote(const char* line, Py_ssize_t length) noexcept nogil:
+    """relay.exposition.opens_quote in C: whether a sample line ends inside a quoted value or name."""
+    cdef Py_ssize_t i = 0
+    while i < length and line[i] != b'{' and line[i] != b'"' and line[i] != b'#':
+        i += 1
+    if i == length or line[i] != b'{':
+        return False
+    i += 1
+    while i < length:
+        if line[i] != b'"':
+            i += 1
+            continue
+        i += 1
+        while i < length and line[i] != b'"':
+            if line[i] == b'\\':
+                if i + 1 >= length:
+                    return False  # a backslash that escapes nothing: no string of the grammar
+                i += 1
+            i += 1
+        if i >= length:
+            return True
+        i += 1
+    return False
+
+
+def opens_quote_native(bytes line):
+    """The C version of relay.exposition.opens_quote (for tests)."""
+    return _opens_quote(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
 
 
 cdef inline Py_ssize_t _series_length(const char* line, Py_ssize_t length) noexcept nogil:

@@ -72,6 +72,7 @@ _OPENMETRICS_SERIES = re.compile(
     + _OPENMETRICS_ITEM
     + rb")*)?\})?"
 )
+_OPENS_QUOTE = re.compile(rb'[^{"#]*\{(?:[^"]|"(?:\\.|[^\\"])*")*"(?:\\.|[^\\"])*', re.DOTALL)
 _INT64_MAX = (1 << 63) - 1
 _UNESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 _HELP_UNESCAPES = {"\\\\": "\\", "\\n": "\n"}
@@ -121,6 +122,12 @@ class LineBlocks:
         if self._limit and len(data) > self._limit:  # no line of a block is longer than the block
             self._check(max(map(len, lines)))
         return lines
+
+    def push_back(self, text: bytes) -> None:
+        """Lines of a sample that goes on past this block (a raw newline in a quoted value): read them again
+        with the next chunk."""
+        self._carry.insert(0, text + b"\n")
+        self._carry_length += len(text) + 1
 
     def finish(self) -> list[bytes]:
         """The last line when the body did not end in a newline (Prometheus accepts that)."""
@@ -231,6 +238,12 @@ def openmetrics_series_error(series: bytes) -> InvalidExpositionError:
     return _invalid(
         "OpenMetrics label sets have no blanks and a comma between labels, none at the end", series
     )
+
+
+def opens_quote(line: bytes) -> bool:
+    """Whether a sample line ends inside a quoted label value (or quoted name): the text format's lexer takes
+    a raw newline there, so the sample goes on in the next line."""
+    return _OPENS_QUOTE.fullmatch(line) is not None
 
 
 def split_tail(tail: bytes) -> tuple[bytes, bytes | None]:

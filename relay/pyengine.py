@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from typing import cast
 
 from relay.errors import InvalidExpositionError, LimitExceededError
-from relay.exposition import EOF_LINE, LineBlocks, check_exemplar
+from relay.exposition import EOF_LINE, LineBlocks, check_exemplar, line_too_long, opens_quote
 from relay.metadata import MetadataTracker
-from relay.rules import Rules
+from relay.rules import INVALID_LINE, Rules
 
 EXEMPLAR_SUFFIXES = ("_total", "_bucket")
 _EXEMPLAR_SUFFIXES_BYTES = tuple(suffix.encode() for suffix in EXEMPLAR_SUFFIXES)
@@ -72,7 +73,7 @@ class PythonBodyRelabeler:
 
     def finish(self) -> bytes:
         """The relayed bytes for a last line without newline, and OpenMetrics' `# EOF`."""
-        relayed = self._lines(self._blocks.finish())
+        relayed = self._lines(self._blocks.finish(), final=True)
         self.rules.end_of_scrape(self.samples_in, self.memo_misses, was_full=self._memo_was_full)
         if not self.openmetrics:
             return relayed
@@ -80,7 +81,9 @@ class PythonBodyRelabeler:
             raise missing_eof()
         return relayed + EOF_LINE + b"\n"
 
-    def _lines(self, lines: list[bytes]) -> bytes:  # noqa: PLR0912, PLR0915 - the hot loop is one frame
+    def _lines(  # noqa: PLR0912, PLR0915 - the hot loop is one frame
+        self, lines: list[bytes], *, final: bool = False, continued: bool = False
+    ) -> bytes:
         # Everything the loop touches is a local: attribute look-ups cost as much as the work per line.
         out: list[bytes] = []
         append = out.append
@@ -99,8 +102,9 @@ class PythonBodyRelabeler:
         samples_in = samples_out = 0
         # While every line goes out as it came, in order, the block itself is the output (no join).
         verbatim = True
+        remaining = iter(lines)
         try:
-            for raw in lines:
+            for raw in remaining:
                 line = raw
                 if openmetrics and (metadata.ended or not line or line[0] in (32, 9)):
                     raise openmetrics_line_error(line, ended=metadata.ended)
@@ -125,7 +129,29 @@ class PythonBodyRelabeler:
                     end = _end_of_bare_name(line)
                 series = line[: end + 1]
                 tail = line[end + 1 :]
-                result = series_memo_get(series) or learn_series(series)
+                try:
+                    result = series_memo_get(series) or learn_series(series)
+                except InvalidExpositionError:
+                    if continued or openmetrics or not opens_quote(line):
+                        raise
+                    result = INVALID_LINE
+                if result is INVALID_LINE and not (continued or openmetrics) and opens_quote(line):
+                    # A raw newline inside a quoted label value (Prometheus' lexer takes it): the sample goes
+                    # on in the next lines; relabel it whole, or carry it to the next chunk.
+                    joined, complete = self._continued(line, remaining)
+                    if not complete and not final:
+                        self._blocks.push_back(joined)
+                        break
+                    self.samples_in += samples_in
+                    self.samples_out += samples_out
+                    samples_in = samples_out = 0
+                    self._last_name = last_name
+                    relayed = self._lines([joined], continued=True)
+                    last_name = self._last_name
+                    verbatim = False
+                    if relayed:
+                        append(relayed[:-1])
+                    continue
                 if openmetrics and not result.openmetrics_valid:
                     result = rules.openmetrics_refusal(series)
                 new_tail = tails_memo_get(tail) or learn_tail(tail, openmetrics=openmetrics)
@@ -174,6 +200,19 @@ class PythonBodyRelabeler:
             return self._blocks.last_block + b"\n"
         out.append(b"")
         return b"\n".join(out)
+
+    def _continued(self, line: bytes, remaining: Iterator[bytes]) -> tuple[bytes, bool]:
+        """`line` joined with the lines after it until its quoted value closes; False if the block ran out."""
+        limit = self.rules.limits.line_length_limit
+        joined = line
+        while opens_quote(joined):
+            following = next(remaining, None)
+            if following is None:
+                return joined, False
+            joined += b"\n" + following
+            if limit and len(joined) > limit:
+                raise line_too_long(limit)
+        return joined, True
 
 
 def split_exemplar(line: bytes) -> tuple[bytes, bytes]:

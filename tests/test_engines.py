@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from relay import pipeline
 from relay.config import UpstreamConfig, parse
 from relay.errors import InvalidExpositionError
-from relay.exposition import split_openmetrics_tail, split_tail
+from relay.exposition import opens_quote, split_openmetrics_tail, split_tail
 from relay.pipeline import body_relabeler
 from relay.rules import Rules
 from tests.support import require_fixtures
@@ -201,6 +201,8 @@ LABEL_VALUES = [
     b'q\\"q',
     b"back\\\\slash",
     b"new\\nline",
+    b"raw\nnewline",  # Prometheus' lexer takes it: the sample goes on in the next line
+    b"two\nraw\nnewlines }",
     "é".encode(),
     b"x # y",
     b"}",
@@ -687,6 +689,24 @@ def test_canonical_tail_only_takes_what_python_takes_as_canonical(tail, openmetr
     if canonical_tail(tail, openmetrics):
         assert python_verdict(tail, openmetrics=openmetrics)
         assert fresh_rules().learn_tail(tail, openmetrics=openmetrics) is True
+
+
+@needs_native
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"a", b"{", b"}", b'"', b"\\", b"#", b"=", b",", b" ", b"\n", b"1"]), max_size=14
+    )
+)
+@example([b"a", b"{", b"b", b"=", b'"', b"x"])
+@example([b"a", b"{", b"b", b"=", b'"', b"x", b"\\"])
+@example([b"#", b"{", b'"'])
+def test_the_native_open_quote_check_is_the_reference_one(pieces):
+    """The C scanner that finds a sample ending inside a quoted value agrees with the Python regex."""
+    from relay._engine import opens_quote_native  # noqa: PLC0415 - only where it was built
+
+    line = b"".join(pieces)
+    assert opens_quote_native(line) == opens_quote(line)
 
 
 @needs_native

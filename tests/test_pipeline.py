@@ -426,3 +426,27 @@ def test_openmetrics_refuses_the_text_formats_looser_label_sets(series):
     out, relabeler = relay(openmetrics_body, rules(on_invalid_line="drop"), openmetrics=True)
     assert out == b"# TYPE a counter\na_total 2\n# EOF\n"
     assert relabeler.dropped["invalid_line"] == 1
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 2, 5, 9, 64])
+def test_a_raw_newline_inside_a_quoted_label_value_continues_the_sample(chunk):
+    """Prometheus' lexer takes a raw newline inside a quoted label value: the sample is read whole, however
+    the body is cut, and written with the newline escaped; a comment's quote continues nothing."""
+    body = b'# HELP a "quoted\n# TYPE a gauge\na{b="x\ny",c="}"} 1\nd 2\na{b="p\nq\nr"} 3\n'
+    out, relabeler = relay(body, chunk=chunk)
+    assert out == b'# HELP a "quoted\n# TYPE a gauge\na{b="x\\ny",c="}"} 1\nd 2\na{b="p\\nq\\nr"} 3\n'
+    assert (relabeler.samples_in, relabeler.samples_out) == (3, 3)
+
+
+def test_a_quoted_value_left_open_fails_or_is_dropped():
+    """A body that ends inside a quoted value is invalid (dropped as one line with `drop`); a sample that
+    goes on past line_length_limit fails the scrape; OpenMetrics takes no raw newline at all."""
+    with pytest.raises(InvalidExpositionError):
+        relay(b'a 1\nb{c="open\nstill open')
+    out, relabeler = relay(b'a 1\nb{c="open\nstill open\n', rules(on_invalid_line="drop"))
+    assert out == b"a 1\n"
+    assert relabeler.dropped["invalid_line"] == 1
+    with pytest.raises(LimitExceededError, match="line_length_limit"):
+        relay(b'b{c="' + b"x\n" * 40 + b'"} 1\n', rules(line_length_limit=50))
+    with pytest.raises(InvalidExpositionError):
+        relay(b'a_total{b="x\ny"} 1\n# EOF\n', openmetrics=True)
