@@ -196,7 +196,7 @@ class PythonBodyRelabeler:
         if not out:
             return b""
         # `out == lines` compares mostly identical objects; the flag only spares the comparison.
-        if verbatim and not openmetrics and out == lines:
+        if verbatim and not (openmetrics or continued) and out == lines:  # (a joined sample is no block)
             return self._blocks.last_block + b"\n"
         out.append(b"")
         return b"\n".join(out)
