@@ -36,7 +36,12 @@ class NginxServer:
 def mtls_file_server(pki: PkiFiles, body_file: Path) -> NginxServer:
     """Serves `body_file` at /metrics over TLS, only to clients with a certificate from the client CA."""
     port = free_port()
-    block = f"""
+    return NginxServer(port, _mtls_server_block(pki, port, str(body_file)))
+
+
+def _mtls_server_block(pki: PkiFiles, port: int, served: str) -> str:
+    """A `server {}` that serves the file at `served` (an nginx path expression) at /metrics over mTLS."""
+    return f"""
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {pki.server_cert};
@@ -44,12 +49,11 @@ def mtls_file_server(pki: PkiFiles, body_file: Path) -> NginxServer:
         ssl_client_certificate {pki.client_ca};
         ssl_verify_client on;
         location = /metrics {{
-            alias {body_file};
+            alias {served};
             types {{ }}
             default_type "{EXPOSITION_CONTENT_TYPE}";
         }}
     }}"""
-    return NginxServer(port, block)
 
 
 def mtls_variant_server(pki: PkiFiles, variant_files: list[Path]) -> NginxServer:
@@ -65,23 +69,12 @@ def mtls_variant_server(pki: PkiFiles, variant_files: list[Path]) -> NginxServer
     # digit d → variant d mod count: consecutive digits (9 then 0 included) never give the same variant,
     # as 9 mod count is not 0 for these counts
     digits = "\n".join(f'        "~{d}$" {d % count};' for d in range(10))
-    block = f"""
+    variant_map = f"""
     map $connection_requests $variant_{port} {{
 {digits}
-    }}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {pki.server_cert};
-        ssl_certificate_key {pki.server_key};
-        ssl_client_certificate {pki.client_ca};
-        ssl_verify_client on;
-        location = /metrics {{
-            alias {folder}/{stem}-$variant_{port}{suffix};
-            types {{ }}
-            default_type "{EXPOSITION_CONTENT_TYPE}";
-        }}
     }}"""
-    return NginxServer(port, block)
+    served = f"{folder}/{stem}-$variant_{port}{suffix}"
+    return NginxServer(port, variant_map + _mtls_server_block(pki, port, served))
 
 
 def passthrough_proxy(pki: PkiFiles, upstream_port: int, *, buffering: bool) -> NginxServer:
