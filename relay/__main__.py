@@ -17,7 +17,8 @@ from aiohttp import web
 
 from relay import __version__, logs, pipeline
 from relay.errors import ConfigError
-from relay.runtime import Runtime, load_checked, load_config
+from relay.loading import load_checked, load_config
+from relay.runtime import Runtime
 from relay.server import create_app
 
 log = logging.getLogger("relay")

@@ -15,7 +15,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from relay.runtime import Runtime, load_config
+from relay.loading import load_config
+from relay.runtime import Runtime
 from relay.server import create_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
