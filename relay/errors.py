@@ -63,10 +63,32 @@ class ScrapeError(RelayError):
     reason: ClassVar[str] = "unknown"
     status: ClassVar[int] = 502
 
-    def __init__(self, message: str, detail: str = "") -> None:
+    def __init__(self, message: str, detail: str = "", *, cause: str = "", action: str = "") -> None:
         self.message = message
         self.detail = detail or message
+        self.cause = cause
+        self.action = action
         super().__init__(message)
+
+    def explanation(self) -> str:
+        """What happened, the likely cause and what to do, for people: the 502 body and the landing page."""
+        lines = [self.message]
+        if self.cause:
+            lines.append(f"likely cause: {self.cause}")
+        if self.action:
+            lines.append(f"what to do: {self.action}")
+        return "\n".join(lines)
+
+    def log_fields(self) -> dict[str, str]:
+        """The same explanation as structured log fields (`error`, `cause`, `action`, `detail`)."""
+        fields = {"error": self.message}
+        if self.cause:
+            fields["cause"] = self.cause
+        if self.action:
+            fields["action"] = self.action
+        if self.detail != self.message:
+            fields["detail"] = self.detail
+        return fields
 
 
 class ClientTLSMaterialError(ScrapeError):
