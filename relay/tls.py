@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,7 @@ class Credentials:
     certificate: CertificateFacts | None
     authorization: str | None = field(repr=False)  # a secret: never in a repr or a log line
     fingerprint: str
+    ca_not_after: datetime | None = None  # the earliest expiry among ca_file's certificates; None without one
 
     def refusal_hint(self) -> str:
         """Why an upstream may refuse these credentials, for errors that come without a reason ('' for HTTP).
@@ -72,6 +74,10 @@ class CredentialSource:
         self._upstream = upstream
         self._good: Credentials | None = None
         self._last_failed_fingerprint = ""
+        self.loaded_at: float | None = None
+        """time.time() of the last load or reload of a set that is now in use; None before any."""
+        self.refused: ClientTLSMaterialError | None = None
+        """Why the files' current set is refused while the last good one stays in use; None otherwise."""
 
     @property
     def last_good(self) -> Credentials | None:
@@ -89,6 +95,7 @@ class CredentialSource:
             return self._keep_last_good(exc, fingerprint=f"unreadable:{exc.message}")
         fingerprint = _fingerprint(contents)
         if self._good is not None and self._good.fingerprint == fingerprint:
+            self.refused = None
             return self._good
         try:
             credentials = self._build_replacement(contents, fingerprint)
@@ -104,6 +111,8 @@ class CredentialSource:
                 extra={"upstream": self._upstream.name, "fingerprint": fingerprint[:16]},
             )
         self._good = credentials
+        self.loaded_at = time.time()
+        self.refused = None
         return credentials
 
     def _build_replacement(self, contents: dict[str, bytes], fingerprint: str) -> Credentials:
@@ -117,6 +126,7 @@ class CredentialSource:
     def _keep_last_good(self, exc: ClientTLSMaterialError, fingerprint: str) -> Credentials:
         if self._good is None:
             raise exc
+        self.refused = exc
         if fingerprint != self._last_failed_fingerprint:
             self._last_failed_fingerprint = fingerprint
             log.error(
@@ -177,6 +187,8 @@ def _build(upstream: UpstreamConfig, contents: dict[str, bytes], fingerprint: st
                 contents["tls_config.cert_file"],
                 contents["tls_config.key_file"],
             )
+    ca_pem = contents.get("tls_config.ca_file")
+    ca_not_after = _earliest_expiry(ca_pem) if ca_pem is not None else None
     token = contents.get("bearer_token_file")
     authorization = None
     if token is not None:
@@ -191,7 +203,16 @@ def _build(upstream: UpstreamConfig, contents: dict[str, bytes], fingerprint: st
     if certificate is not None and _fingerprint(_read_files(upstream)) != fingerprint:
         # load_cert_chain read the files again: make sure it saw what was checked.
         raise ClientTLSMaterialError("tls_config.cert_file", "the files changed while they were loaded")
-    return Credentials(context, certificate, authorization, fingerprint)
+    return Credentials(context, certificate, authorization, fingerprint, ca_not_after)
+
+
+def _earliest_expiry(ca_pem: bytes) -> datetime | None:
+    """The earliest not_after among the PEM certificates of a CA bundle (None if none parse)."""
+    try:
+        certificates = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        return None
+    return min((certificate.not_valid_after_utc for certificate in certificates), default=None)
 
 
 def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
