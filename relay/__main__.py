@@ -122,7 +122,7 @@ async def serve(
             "serving",
             extra={
                 "addresses": " ".join(_url(address) for address in runner.addresses),
-                "upstreams": ",".join(runtime.clients),
+                "upstreams": ",".join(runtime.upstreams),
                 "version": __version__,
                 "engine": pipeline.default_engine,
             },

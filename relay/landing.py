@@ -7,7 +7,8 @@ from html import escape
 from urllib.parse import quote
 
 from relay import __version__
-from relay.runtime import Runtime, ScrapeOutcome
+from relay.health import ScrapeOutcome
+from relay.runtime import Runtime, Upstream
 from relay.units import format_duration
 
 _STYLE = """
@@ -19,7 +20,7 @@ table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: .
 
 def render(runtime: Runtime) -> str:
     """The whole page for the current state of `runtime`."""
-    rows = "\n".join(_row(index, runtime, name) for index, name in enumerate(runtime.clients))
+    rows = "\n".join(_row(index, upstream) for index, upstream in enumerate(runtime.upstreams.values()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metrics-relay</title><style>{_STYLE}</style></head>
 <body>
@@ -35,15 +36,15 @@ def render(runtime: Runtime) -> str:
 """
 
 
-def _row(index: int, runtime: Runtime, name: str) -> str:
-    client = runtime.clients[name]
+def _row(index: int, upstream: Upstream) -> str:
+    name = upstream.name
     path = f"metrics/{quote(name)}"
     links = f'<a href="{path}">/{escape(path)}</a>'
     if index == 0:
         links = f'<a href="metrics">/metrics</a>, {links}'
     return (
-        f"<tr><td>{escape(name)}</td><td><code>{escape(client.config.url)}</code></td>"
-        f"<td>{links}</td><td>{_outcome(runtime.outcomes.get(name))}</td></tr>"
+        f"<tr><td>{escape(name)}</td><td><code>{escape(upstream.config.url)}</code></td>"
+        f"<td>{links}</td><td>{_outcome(upstream.health.last_scrape)}</td></tr>"
     )
 
 
@@ -54,6 +55,5 @@ def _outcome(outcome: ScrapeOutcome | None) -> str:
     took = format_duration(outcome.duration)
     if outcome.ok:
         return f'<span class="ok">ok</span>, {outcome.relayed_bytes} bytes in {took}, {ago} ago'
-    return (
-        f'<span class="failed">failed ({escape(outcome.reason)})</span>: {escape(outcome.message)}, {ago} ago'
-    )
+    failed = f'<span class="failed">failed ({escape(outcome.reason)})</span>'
+    return f"{failed}: {escape(outcome.explanation)}, {ago} ago"

@@ -1,4 +1,4 @@
-"""The running relay's state: configuration and its (re)loading, upstream clients, readiness, last results."""
+"""The running relay's state: one `Upstream` per configured upstream, reloads, readiness, reload status."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import aiohttp
 
 from relay.config import Config, UpstreamConfig
-from relay.errors import ConfigError, ScrapeError
+from relay.errors import ConfigError
 from relay.flight import Flights
+from relay.health import Health
 from relay.loading import compile_rules, credential_problems, load_checked
-from relay.pipeline import BodyRelabeler
+from relay.recorder import UpstreamRecorder
 from relay.rules import Rules
 from relay.selfmetrics import SelfMetrics
 from relay.tls import CredentialSource
@@ -22,43 +23,58 @@ from relay.upstream import UpstreamClient
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ScrapeOutcome:
-    """How the latest scrape of an upstream ended, for the landing page."""
+@dataclass(eq=False, slots=True)
+class Upstream:
+    """One configured upstream while the relay runs: its configuration, client, rules and health."""
 
-    at: float
-    duration: float
+    config: UpstreamConfig
+    client: UpstreamClient
+    rules: Rules
+    recorder: UpstreamRecorder
+
+    @property
+    def name(self) -> str:
+        """The upstream's configured name."""
+        return self.config.name
+
+    @property
+    def health(self) -> Health:
+        """The latest scrape and upstream request, as recorded."""
+        return self.recorder.health
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    """How the latest (re)load of the configuration went."""
+
     ok: bool
-    relayed_bytes: int
-    reason: str = ""
-    message: str = ""
+    at: float
+    error: str = ""
 
 
 @dataclass
 class Runtime:
-    """What the server reads on every request; replaced piecewise on reload."""
+    """What the server reads on every request; a reload swaps in new `Upstream` objects."""
 
     config_path: Path
     config: Config
     metrics: SelfMetrics = field(default_factory=SelfMetrics)
-    clients: dict[str, UpstreamClient] = field(default_factory=dict)
-    rules: dict[str, Rules] = field(default_factory=dict)
+    upstreams: dict[str, Upstream] = field(default_factory=dict)  # in file order: the first is /metrics
     flights: Flights = field(default_factory=Flights)
-    outcomes: dict[str, ScrapeOutcome] = field(default_factory=dict)
+    reload_status: ReloadStatus | None = None
     shutting_down: bool = False
     _session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        """Open the HTTP client session and the upstream clients; report credential problems in the log."""
+        """Open the HTTP client session and the upstreams; report credential problems in the log."""
         # One session: its connection pool is keyed by host and TLS context, so upstreams never share a
         # connection, and a rotated certificate gets new connections.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self._apply(self.config, compile_rules(self.config, {}))
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(time.time())
+        self._reloaded(ok=True)
         for problem in credential_problems(self.config):
             log.error(
-                "upstream credentials unusable; its scrapes fail until they are fixed",
+                "started with unusable credentials; this upstream's scrapes fail until they are fixed",
                 extra={"location": problem.path, "error": problem.message},
             )
 
@@ -69,91 +85,62 @@ class Runtime:
 
     def reload(self) -> None:
         """Load the configuration file again; on any problem keep the running one and raise ConfigError."""
+        current = {name: upstream.rules for name, upstream in self.upstreams.items()}
         try:
-            new_config, rules = load_checked(self.config_path, self.rules)
-        except ConfigError:
-            self.metrics.reload_success.set(0)
+            new_config, rules = load_checked(self.config_path, current)
+        except ConfigError as exc:
+            self._reloaded(ok=False, error=str(exc))
             raise
         self._apply(new_config, rules)
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(time.time())
+        self._reloaded(ok=True)
         log.info("configuration reloaded", extra={"upstreams": len(new_config.upstreams)})
+
+    def _reloaded(self, *, ok: bool, error: str = "") -> None:
+        now = time.time()
+        self.reload_status = ReloadStatus(ok, now, error)
+        self.metrics.reload_success.set(1 if ok else 0)
+        if ok:
+            self.metrics.reload_timestamp.set(now)
 
     def _apply(self, new_config: Config, rules: dict[str, Rules]) -> None:
         """Swap in a configuration; what did not change keeps its state (client, credentials, memo)."""
         if self._session is None:
             raise RuntimeError("Runtime.start() must run before a configuration is applied")
-        clients = {}
-        for upstream in new_config.upstreams:
-            old = self.clients.get(upstream.name)
-            if old is not None and old.config.settings() == upstream.settings():
-                clients[upstream.name] = old
-                continue
-            # Same files: keep the credential source, and with it the last good set.
-            same_files = (
-                old is not None and old.config.credential_settings() == upstream.credential_settings()
-            )
-            credentials = old.credentials if old is not None and same_files else CredentialSource(upstream)
-            clients[upstream.name] = UpstreamClient(upstream, self._session, credentials)
-        self.rules = rules
+        upstreams = {}
+        for config in new_config.upstreams:
+            old = self.upstreams.get(config.name)
+            client = _client(config, old, self._session)
+            if old is None:
+                recorder = UpstreamRecorder(config.name, self.metrics, Health(), client.credentials)
+            else:  # the same name keeps its health and counts the scrapes still running across the reload
+                recorder = old.recorder
+                recorder.credentials = client.credentials
+            upstreams[config.name] = Upstream(config, client, rules[config.name], recorder)
+        for name, old in self.upstreams.items():
+            if name not in upstreams:
+                old.recorder.retired = True
         self.config = new_config
-        self.clients = clients
-        self.outcomes = {name: outcome for name, outcome in self.outcomes.items() if name in clients}
-        self.metrics.track_upstreams(clients)
-        for client in clients.values():
-            self._note_certificate(client)
+        self.upstreams = upstreams
+        self.metrics.track_upstreams(upstreams)
+        for upstream in upstreams.values():
+            upstream.recorder.note_credentials()
 
-    def client(self, name: str | None) -> UpstreamClient | None:
-        """The client for upstream `name`; the first configured upstream when `name` is None."""
+    def upstream(self, name: str | None) -> Upstream | None:
+        """The upstream called `name`; the first configured one when `name` is None."""
         if name is None:
-            return self.clients.get(self.config.upstreams[0].name)
-        return self.clients.get(name)
+            return next(iter(self.upstreams.values()), None)
+        return self.upstreams.get(name)
 
     def ready(self) -> bool:
-        """Configuration loaded, every upstream's credentials loaded, and not shutting down."""
-        if self.shutting_down:
-            return False
-        for client in self.clients.values():
-            try:
-                client.credentials.current()
-            except ScrapeError:
-                return False
-        return True
+        """The configuration is loaded and the relay serves (one upstream's failures do not change that)."""
+        return self.reload_status is not None and not self.shutting_down
 
-    def record(self, upstream: UpstreamConfig, outcome: ScrapeOutcome, error: ScrapeError | None) -> None:
-        """Count a finished scrape in the metrics and keep it for the landing page."""
-        name = upstream.name
-        if name not in self.clients:  # removed by a reload while it ran: its series are gone
-            return
-        self.outcomes[name] = outcome
-        metrics = self.metrics
-        metrics.scrapes.labels(name).inc()
-        metrics.scrape_duration.labels(name).observe(outcome.duration)
-        metrics.relayed_bytes.labels(name).inc(outcome.relayed_bytes)
-        metrics.upstream_up.labels(name).set(1 if outcome.ok else 0)
-        if error is not None:
-            metrics.scrape_failures.labels(name, error.reason).inc()
-        client = self.clients.get(name)
-        if client is not None:
-            self._note_certificate(client)
 
-    def record_upstream_pass(self, rules: Rules, relabeler: BodyRelabeler) -> None:
-        """Count one upstream request and its relabel pass (shared by every scrape that joined it)."""
-        name = rules.upstream.name
-        if name not in self.rules:  # removed by a reload while it ran: its series are gone
-            return
-        metrics = self.metrics
-        metrics.upstream_requests.labels(name).inc()
-        metrics.samples_received.labels(name).inc(relabeler.samples_in)
-        metrics.samples_relayed.labels(name).inc(relabeler.samples_out)
-        for reason, count in relabeler.dropped.items():
-            metrics.samples_dropped.labels(name, reason).inc(count)
-        metrics.relabel_cache_misses.labels(name).inc(relabeler.memo_misses)
-        metrics.relabel_cache_entries.labels(name).set(rules.memo_entries)
-
-    def _note_certificate(self, client: UpstreamClient) -> None:
-        credentials = client.credentials.last_good
-        if credentials is not None and credentials.certificate is not None:
-            self.metrics.client_cert_expiry.labels(client.config.name).set(
-                credentials.certificate.not_after.timestamp()
-            )
+def _client(config: UpstreamConfig, old: Upstream | None, session: aiohttp.ClientSession) -> UpstreamClient:
+    """The old client if nothing it depends on changed; else a new one, keeping the credential source (and
+    with it the last good set) when the files are the same."""
+    if old is not None and old.config.settings() == config.settings():
+        return old.client
+    same_files = old is not None and old.config.credential_settings() == config.credential_settings()
+    credentials = old.client.credentials if old is not None and same_files else CredentialSource(config)
+    return UpstreamClient(config, session, credentials)

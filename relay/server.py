@@ -21,9 +21,11 @@ from relay.errors import (
     ScraperGoneError,
 )
 from relay.exposition import escape_label_value, parse_series
-from relay.negotiation import scraper_preferences
-from relay.runtime import Runtime, ScrapeOutcome
-from relay.upstream import SCRAPE_TIMEOUT_HEADER, UpstreamClient
+from relay.flight import Flights
+from relay.health import ScrapeOutcome
+from relay.negotiation import response_content_type, scraper_preferences
+from relay.runtime import Runtime, Upstream
+from relay.upstream import SCRAPE_TIMEOUT_HEADER
 from relay.upstream_pass import upstream_pass
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,10 @@ def create_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME_KEY] = runtime
     app.router.add_get("/", landing_page)
-    app.router.add_get("/metrics", relay_metrics)
-    app.router.add_get("/metrics/{name}", relay_metrics)
+    for path in ("/metrics", "/metrics/{name}"):
+        # HEAD answers from what is known, without an upstream request (aiohttp would run the GET handler).
+        app.router.add_get(path, relay_metrics, allow_head=False)
+        app.router.add_route("HEAD", path, relay_metrics_head)
     app.router.add_get("/relay/metrics", self_metrics)
     app.router.add_get("/relay/relabel", relabel_trace)
     app.router.add_get("/-/healthy", healthy)
@@ -66,16 +70,21 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     """Relay one upstream's body; 502/504 before the first byte, a reset connection after it."""
     runtime = request.app[RUNTIME_KEY]
     name = request.match_info.get("name")
-    client = runtime.client(name)
-    if client is None:
+    upstream = runtime.upstream(name)
+    if upstream is None:
         return _text(404, f"unknown upstream {name!r}")
-    scrape = RelayedScrape(request, runtime, client)
-    timeout = effective_timeout(client.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+    scrape = RelayedScrape(request, upstream)
+    timeout = effective_timeout(upstream.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
     try:
         async with asyncio.timeout(timeout):
-            await scrape.run()
+            await scrape.run(runtime.flights)
     except TimeoutError:
-        error: ScrapeError = DeadlineExceededError(f"scrape deadline of {timeout:g}s exceeded")
+        error: ScrapeError = DeadlineExceededError(
+            f"scrape deadline of {timeout:g}s exceeded",
+            cause="the upstream answers too slowly for the configured timeout or the scraper's own timeout",
+            action="raise the scrape_timeout of the scraper (and the upstream's timeout), "
+            "or make the body smaller with metric_relabel_configs on the upstream side",
+        )
     except ScrapeError as exc:
         error = exc
     except asyncio.CancelledError:
@@ -85,27 +94,35 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
         scrape.record(ScraperGoneError("the scraper closed the connection before its body was complete"))
         return scrape.response
     except Exception as exc:
-        log.exception("unexpected error while relaying", extra={"upstream": client.config.name})
+        log.exception("unexpected error while relaying", extra={"upstream": upstream.name})
         error = RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log")
     else:
         await scrape.response.write_eof()
         scrape.record(None)
         return scrape.response
     scrape.record(error)
-    response = scrape.response
     log.warning(
         "scrape failed",
-        extra={
-            "upstream": client.config.name,
-            "reason": error.reason,
-            "after_bytes": response.body_length if response.prepared else 0,
-            "error": error.detail,
-        },
+        extra={"upstream": upstream.name, "reason": error.reason, "after_bytes": scrape.sent}
+        | error.log_fields(),
     )
-    if not response.prepared:
-        return _text(error.status, error.message)
+    if not scrape.response.prepared:
+        return _text(error.status, error.explanation())
     _reset(request)
-    return response
+    return scrape.response
+
+
+async def relay_metrics_head(request: web.Request) -> web.Response:
+    """The head a GET would get (Content-Type from the scraper's Accept), without asking the upstream."""
+    name = request.match_info.get("name")
+    upstream = request.app[RUNTIME_KEY].upstream(name)
+    if upstream is None:
+        return web.Response(status=404, content_type="text/plain")
+    preferences = scraper_preferences(request.headers.get("Accept", ""))
+    # Whether the upstream would answer OpenMetrics is known only by asking it: the text format is the
+    # answer every upstream gives.
+    content_type = response_content_type(openmetrics=False, utf8_names=preferences.utf8_names)
+    return web.Response(headers={"Content-Type": content_type})
 
 
 def _reset(request: web.Request) -> None:
@@ -127,24 +144,26 @@ def _reset(request: web.Request) -> None:
 class RelayedScrape:
     """One scraper's request: it follows the upstream pass (flight) for its upstream and format."""
 
-    def __init__(self, request: web.Request, runtime: Runtime, client: UpstreamClient) -> None:
+    def __init__(self, request: web.Request, upstream: Upstream) -> None:
         self.request = request
-        self.runtime = runtime
-        self.client = client
-        self.rules = runtime.rules[client.config.name]
+        self.upstream = upstream
         self.preferences = scraper_preferences(request.headers.get("Accept", ""))
         self.response = web.StreamResponse()
         self.started = time.monotonic()
+        self.sent = 0  # body bytes handed to the scraper's connection
 
-    async def run(self) -> None:
+    async def run(self, flights: Flights) -> None:
         """Stream the relabeled body; raises ScrapeError (or TimeoutError from the caller's deadline)."""
+        upstream = self.upstream
         # A reload that changes the upstream replaces its client (and its rules, if they changed), so flights
         # never mix configurations.
-        key = (self.client, self.rules, self.preferences.openmetrics, self.preferences.utf8_names)
-        follower = self.runtime.flights.follower(
+        key = (upstream.client, upstream.rules, self.preferences.openmetrics, self.preferences.utf8_names)
+        follower = flights.follower(
             key,
-            lambda flight: upstream_pass(flight, self.runtime, self.client, self.rules, self.preferences),
-            reuse_seconds=self.client.config.min_interval,
+            lambda flight: upstream_pass(
+                flight, upstream.client, upstream.rules, self.preferences, upstream.recorder
+            ),
+            reuse_seconds=upstream.config.min_interval,
         )
         try:
             async for piece in follower.pieces():
@@ -160,19 +179,21 @@ class RelayedScrape:
             await self.response.prepare(self.request)
         if data:
             await self.response.write(data)
+            self.sent += len(data)
 
     def record(self, error: ScrapeError | None) -> None:
-        """Count the finished scrape and keep its outcome for the landing page."""
-        response = self.response
+        """Report the finished scrape: counted in the metrics, kept for the landing page."""
+        aborted = error is not None and self.response.prepared and not isinstance(error, ScraperGoneError)
         outcome = ScrapeOutcome(
             at=time.time(),
             duration=time.monotonic() - self.started,
             ok=error is None,
-            relayed_bytes=response.body_length if response.prepared else 0,
+            relayed_bytes=self.sent,
             reason=error.reason if error else "",
-            message=error.message if error else "",
+            explanation=error.explanation() if error else "",
+            aborted=aborted,
         )
-        self.runtime.record(self.client.config, outcome, error)
+        self.upstream.recorder.scrape_finished(outcome, error)
 
 
 async def self_metrics(request: web.Request) -> web.Response:
@@ -184,10 +205,9 @@ async def self_metrics(request: web.Request) -> web.Response:
 
 async def relabel_trace(request: web.Request) -> web.Response:
     """What each rule does to one series: `?upstream=NAME&series=name{a="b"}` (default: first upstream)."""
-    runtime = request.app[RUNTIME_KEY]
-    client = runtime.client(request.query.get("upstream"))
+    upstream = request.app[RUNTIME_KEY].upstream(request.query.get("upstream"))
     series = request.query.get("series", "")
-    if client is None:
+    if upstream is None:
         return _text(404, f"unknown upstream {request.query.get('upstream')!r}")
     if not series:
         return _text(400, 'give the series to trace: ?series=name{a="b"}')
@@ -196,7 +216,7 @@ async def relabel_trace(request: web.Request) -> web.Response:
     except InvalidExpositionError as exc:
         return _text(400, exc.detail)
     lines = [f"input: {format_labels(labels)}"]
-    for location, result in runtime.rules[client.config.name].program.trace(labels):
+    for location, result in upstream.rules.program.trace(labels):
         lines.append(f"{location}: {'dropped' if result is None else format_labels(result)}")
     if len(lines) == 1:
         lines.append("no metric_relabel_configs: the series passes unchanged")
@@ -214,7 +234,7 @@ async def healthy(_request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 once configuration and credentials are loaded; 503 before that and while shutting down."""
+    """200 once the configuration is loaded and the relay serves; 503 before that and while shutting down."""
     if request.app[RUNTIME_KEY].ready():
         return _text(200, "OK")
     return _text(503, "not ready")

@@ -55,6 +55,12 @@ class UpstreamBody:
         except Exception as exc:
             raise translate_client_error(exc, refusal_hint=self.refusal_hint) from exc
 
+    @property
+    def wire_bytes(self) -> int:
+        """Body bytes as they came over the wire: compressed, if the upstream compressed."""
+        # aiohttp counts compressed bytes from 3.12 on; before, what it decompressed is all it tells.
+        return int(getattr(self.response.content, "total_raw_bytes", self.received))
+
     def _count(self, size: int) -> None:
         self.received += size
         if self.body_size_limit and self.received > self.body_size_limit:

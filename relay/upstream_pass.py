@@ -1,24 +1,26 @@
-"""One pass over an upstream for a flight: fetch once, relabel while streaming, publish, count once."""
+"""One pass over an upstream for a flight: fetch once, relabel while streaming, publish, report once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from relay.errors import DeadlineExceededError, RelayInternalError, ScrapeError
 from relay.flight import Flight
+from relay.health import PassReport
 from relay.negotiation import Preferences, response_content_type
 from relay.overlap import relabel_stream
 from relay.pipeline import BodyRelabeler, body_relabeler
+from relay.recorder import Recorder
 from relay.rules import Rules
-from relay.runtime import Runtime
-from relay.upstream import UpstreamClient
+from relay.upstream import UpstreamBody, UpstreamClient
 
 log = logging.getLogger(__name__)
 
 
 async def upstream_pass(
-    flight: Flight, runtime: Runtime, client: UpstreamClient, rules: Rules, preferences: Preferences
+    flight: Flight, client: UpstreamClient, rules: Rules, preferences: Preferences, recorder: Recorder
 ) -> None:
     """Fetch the upstream and publish the relabeled body to the flight; raises ScrapeError.
 
@@ -26,7 +28,10 @@ async def upstream_pass(
     each scraper enforces its own, and the pass is cancelled when the last one has left.
     """
     relabeler: BodyRelabeler = body_relabeler(rules)
+    body: UpstreamBody | None = None
     timeout = client.config.timeout
+    started = time.monotonic()
+    ok = False
     try:
         async with (
             asyncio.timeout(timeout),
@@ -36,6 +41,7 @@ async def upstream_pass(
             relabeler = body_relabeler(rules, openmetrics=body.openmetrics, utf8_names=utf8_names)
             flight.content_type = response_content_type(body.openmetrics, utf8_names)
             await relabel_stream(relabeler, body.chunks(), flight.publish)
+        ok = True
     except ScrapeError:
         raise
     except TimeoutError:
@@ -44,4 +50,17 @@ async def upstream_pass(
         log.exception("unexpected error while relaying", extra={"upstream": client.config.name})
         raise RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log") from exc
     finally:
-        runtime.record_upstream_pass(rules, relabeler)
+        recorder.upstream_pass(
+            PassReport(
+                at=time.time(),
+                duration=time.monotonic() - started,
+                ok=ok,
+                samples_in=relabeler.samples_in,
+                samples_out=relabeler.samples_out,
+                dropped=dict(relabeler.dropped),
+                memo_misses=relabeler.memo_misses,
+                memo_entries=rules.memo_entries,
+                received_bytes=body.wire_bytes if body is not None else 0,
+                decompressed_bytes=body.received if body is not None else 0,
+            )
+        )

@@ -261,10 +261,10 @@ async def test_a_scraper_that_leaves_is_counted(pki, tmp_path, caplog):
         async with aiohttp.ClientSession() as session, session.get(f"{relay.base_url}/metrics") as response:
             await response.content.readany()
         for _ in range(50):
-            if "test" in relay.runtime.outcomes:
+            if relay.runtime.upstreams["test"].health.last_scrape is not None:
                 break
             await asyncio.sleep(0.02)
-        assert relay.runtime.outcomes["test"].reason == "scraper_gone"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "scraper_gone"
         assert len(upstream.requests) == 1
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
 
@@ -288,9 +288,9 @@ async def test_a_scraper_closing_while_the_relay_writes_is_counted_as_gone(pki, 
             writer.close()
             await writer.wait_closed()
         for _ in range(100):
-            if relay.runtime.outcomes.get("test") is not None:
+            if relay.runtime.upstreams["test"].health.last_scrape is not None:
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
-        assert relay.runtime.outcomes["test"].reason == "scraper_gone"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "scraper_gone"
     assert not [record for record in caplog.records if record.levelname == "ERROR"]

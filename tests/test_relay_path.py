@@ -179,7 +179,7 @@ async def test_certificate_from_another_ca_is_refused(pki, tmp_path):
         status, _, body = await scrape(f"{relay.base_url}/metrics")
         assert status == 502
         assert b"check that the upstream trusts the CA that signed the client certificate" in body
-        assert relay.runtime.outcomes["test"].reason == "tls"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "tls"
 
 
 async def test_expired_client_certificate_is_named_in_the_error(pki, tmp_path):
@@ -261,7 +261,7 @@ async def test_wrong_content_type_is_a_502(pki, tmp_path, content_type):
         status, _, body = await scrape(f"{relay.base_url}/metrics")
         assert status == 502
         assert b"Content-Type" in body
-        assert relay.runtime.outcomes["test"].reason == "content_type"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "content_type"
 
 
 async def test_connection_refused_is_a_502(pki, tmp_path):
@@ -317,7 +317,7 @@ async def test_trickling_body_is_aborted_at_the_deadline(pki, tmp_path):
         received = await scrape_expecting_abort(f"{relay.base_url}/metrics")
         assert received  # the whole lines of the first 1000 bytes went out before the deadline
         assert BODY[:1000].startswith(received)
-        assert relay.runtime.outcomes["test"].reason == "deadline"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "deadline"
 
 
 async def truncated_upstream(request: web.Request) -> web.StreamResponse:
@@ -341,7 +341,7 @@ async def test_truncated_upstream_body_aborts_the_downstream(pki, tmp_path):
     ):
         received = await scrape_expecting_abort(f"{relay.base_url}/metrics")
         assert len(received) < len(BODY)
-        assert relay.runtime.outcomes["test"].reason == "body"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "body"
 
 
 async def test_body_size_limit_fails_the_scrape(pki, tmp_path):
@@ -358,7 +358,7 @@ async def test_body_size_limit_fails_the_scrape(pki, tmp_path):
             else:
                 assert response.status == 502
                 assert b"body_size_limit" in await response.read()
-        assert relay.runtime.outcomes["test"].reason == "limit"
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == "limit"
 
 
 async def test_unknown_upstream_is_404(pki, tmp_path):
@@ -426,7 +426,7 @@ async def test_invalid_bodies_are_counted_502s_without_the_upstream_text(
         running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
     ):
         status, _, answer = await scrape(f"{relay.base_url}/metrics")
-        assert relay.runtime.outcomes["test"].reason == reason
+        assert relay.runtime.upstreams["test"].health.last_scrape.reason == reason
     assert status == 502
     assert message in answer
     assert b"1_000" not in answer

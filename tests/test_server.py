@@ -120,12 +120,12 @@ async def test_reload_applies_a_good_file_and_keeps_the_old_one_on_error(pki, tm
         _, _, metrics = await get(f"{relay.base_url}/relay/metrics")
         assert "metrics_relay_config_last_reload_successful 0.0" in metrics
 
-        memo = relay.runtime.rules["test"]
+        memo = relay.runtime.upstreams["test"].rules
         assert memo.memo_entries > 0
         relay.config_path.write_text(two.replace("name: test\n", "name: test\n    timeout: 7s\n", 1))
         assert (await get(f"{relay.base_url}/-/reload", "POST"))[:1] == (200,)
-        assert relay.runtime.clients["test"].config.timeout == 7
-        assert relay.runtime.rules["test"] is memo  # only the timeout changed: the memo is kept
+        assert relay.runtime.upstreams["test"].client.config.timeout == 7
+        assert relay.runtime.upstreams["test"].rules is memo  # only the timeout changed: the memo is kept
 
         missing = ClientFiles(*(tmp_path / "missing" / name for name in ("ca.crt", "tls.crt", "tls.key")))
         relay.config_path.write_text(config_yaml(upstream.url, missing, name="second"))
@@ -183,8 +183,9 @@ def write_encrypted_key(path: Path) -> None:
         ("garbage", "tls_config.cert_file: not a PEM certificate"),
     ],
 )
-async def test_unusable_client_files_give_502_and_not_ready(pki, tmp_path, breakage, message):
-    """Broken credential files at start: the relay runs, scrapes are 502s naming the file, /-/ready is 503."""
+async def test_unusable_client_files_give_502_and_stay_ready(pki, tmp_path, breakage, message):
+    """Broken credential files at start: scrapes are 502s naming the file, yet the relay stays ready and its
+    own metrics (where one alerts from) say what is wrong."""
     files = pki.client_files()
     if breakage == "mismatched":
         write_other_key(files.key_file)
@@ -200,10 +201,13 @@ async def test_unusable_client_files_give_502_and_not_ready(pki, tmp_path, break
     ):
         status, _, text = await get(f"{relay.base_url}/metrics")
         ready = await get(f"{relay.base_url}/-/ready")
+        own = await get(f"{relay.base_url}/relay/metrics")
     assert status == 502
     assert message in text
     assert "BEGIN" not in text
-    assert ready[0] == 503
+    assert ready[0] == 200
+    assert 'metrics_relay_scrape_failures_total{reason="client_tls",upstream="test"} 1.0' in own[2]
+    assert 'metrics_relay_upstream_up{upstream="test"} 0.0' in own[2]
     assert upstream.requests == []
 
 
