@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,10 +11,10 @@ from pathlib import Path
 import aiohttp
 
 from relay.config import Config, UpstreamConfig
-from relay.errors import ConfigError
+from relay.errors import ClientTLSMaterialError, ConfigError
 from relay.flight import Flights
 from relay.health import Health
-from relay.loading import compile_rules, credential_problems, load_checked
+from relay.loading import compile_rules, load_checked
 from relay.recorder import UpstreamRecorder
 from relay.rules import Rules
 from relay.selfmetrics import SelfMetrics
@@ -72,11 +73,14 @@ class Runtime:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self._apply(self.config, compile_rules(self.config, {}))
         self._reloaded(ok=True)
-        for problem in credential_problems(self.config):
-            log.error(
-                "started with unusable credentials; this upstream's scrapes fail until they are fixed",
-                extra={"location": problem.path, "error": problem.message},
-            )
+        for upstream in self.upstreams.values():
+            try:
+                upstream.client.credentials.current()
+            except ClientTLSMaterialError as exc:
+                log.error(
+                    "started with unusable credentials; this upstream's scrapes fail until they are fixed",
+                    extra={"location": f"{upstream.config.location}.{exc.field}", "error": exc.problem},
+                )
 
     async def close(self) -> None:
         """Close the client session and its pooled connections."""
@@ -123,6 +127,10 @@ class Runtime:
         self.upstreams = upstreams
         self.metrics.track_upstreams(upstreams)
         for upstream in upstreams.values():
+            # Loaded now, not at the first scrape: their facts are in the metrics at once, and a rotation
+            # that follows finds a good set to keep.
+            with contextlib.suppress(ClientTLSMaterialError):
+                upstream.client.credentials.current()
             upstream.recorder.note_credentials()
 
     def upstream(self, name: str | None) -> Upstream | None:

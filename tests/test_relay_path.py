@@ -304,8 +304,9 @@ async def test_slow_head_is_a_504(pki, tmp_path):
     assert elapsed < 5  # the scraper's 1 s header won over the configured 10 s
 
 
-async def test_trickling_body_is_aborted_at_the_deadline(pki, tmp_path):
-    """Bytes already sent when the deadline passes: the scraper sees a broken body, not a clean end."""
+async def test_trickling_body_is_aborted_at_the_deadline(pki, tmp_path, caplog):
+    """Bytes already sent when the deadline passes: the scraper sees a broken body, not a clean end; the log
+    and the metrics say how far it got."""
 
     async def slow(request: web.Request) -> web.StreamResponse:
         return await trickle(request, BODY[:1000], pause=0.05)
@@ -318,6 +319,11 @@ async def test_trickling_body_is_aborted_at_the_deadline(pki, tmp_path):
         assert received  # the whole lines of the first 1000 bytes went out before the deadline
         assert BODY[:1000].startswith(received)
         assert relay.runtime.upstreams["test"].health.last_scrape.reason == "deadline"
+        metrics = relay.runtime.metrics.registry
+        aborted = metrics.get_sample_value("metrics_relay_scrapes_aborted_total", {"upstream": "test"})
+    (failure,) = [record for record in caplog.records if record.getMessage() == "scrape failed"]
+    assert failure.after_bytes == len(received)  # a field given in extra=
+    assert aborted == 1
 
 
 async def truncated_upstream(request: web.Request) -> web.StreamResponse:
