@@ -144,7 +144,7 @@ class SelfMetrics:
         )
         self.ca_cert_expiry = Gauge(
             "metrics_relay_ca_certificate_expiry_timestamp_seconds",
-            "When the first certificate of the upstream's ca_file in use expires.",
+            "When the earliest-expiring certificate of the upstream's ca_file in use expires.",
             ["upstream"],
             registry=registry,
         )
