@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from relay.config import TLSConfig, UpstreamConfig
-from relay.errors import ClientTLSMaterialError
+from relay.errors import ClientTLSMaterialError, Diagnosis, dates_command, rotate_action
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,38 @@ class Credentials:
     fingerprint: str
     ca_not_after: datetime | None = None  # the earliest expiry among ca_file's certificates; None without one
 
-    def refusal_hint(self) -> str:
-        """Why an upstream may refuse these credentials, for errors that come without a reason ('' for HTTP).
+    def refusal_hint(self, cert_file: Path | None = None) -> Diagnosis | None:
+        """Why an upstream may refuse these credentials, for errors that come without a reason; None for HTTP.
 
-        Over TLS a refused client certificate usually shows as nothing but a closed connection.
+        Over TLS a refused client certificate usually shows as nothing but a closed connection. `cert_file`
+        is named in the commands the advice gives.
         """
         if self.ssl_context is None:
-            return ""
+            return None
         if self.certificate is None:
-            return "no client certificate is configured (tls_config.cert_file and key_file)"
-        subject = self.certificate.subject
-        return self.certificate.problem_at(datetime.now(UTC)) or (
-            f"check that the upstream trusts the CA that signed the client certificate ({subject})"
+            return Diagnosis(
+                cause="no client certificate is configured (tls_config.cert_file and key_file)",
+                action="set tls_config.cert_file and key_file to the client certificate and its key "
+                "(tls.crt and tls.key of the Secret)",
+                certain=True,
+            )
+        now = datetime.now(UTC)
+        shown = cert_file or "tls_config.cert_file"
+        problem = self.certificate.problem_at(now)
+        if now > self.certificate.not_after:
+            return Diagnosis(cause=problem, action=rotate_action(str(shown)), certain=True)
+        if problem:
+            return Diagnosis(
+                cause=problem,
+                action="check the clock of the relay's node, or use a certificate valid now; see its dates "
+                f"with {dates_command(str(shown))}",
+                certain=True,
+            )
+        return Diagnosis(
+            cause=f"the upstream may not trust the CA that signed the client certificate "
+            f"({self.certificate.subject})",
+            action="check that the upstream trusts the CA that signed the client certificate "
+            f"(kube-apiserver: --client-ca-file): `openssl x509 -noout -issuer -subject -in {shown}`",
         )
 
 

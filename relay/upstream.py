@@ -1,15 +1,19 @@
 """The fetch of one upstream over (m)TLS: request, status and Content-Type checks, streamed body, size limit.
 
 The caller owns the deadline (one `asyncio.timeout` around fetch and relay together), so that a trickling
-upstream cannot outlive it; every failure reaching the caller is a ScrapeError naming its cause.
+upstream cannot outlive it; every failure reaching the caller is a ScrapeError that explains itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -17,10 +21,12 @@ from multidict import CIMultiDict
 from relay import __version__
 from relay.config import UpstreamConfig
 from relay.errors import (
-    LimitExceededError,
+    Attempt,
+    PresentedCertificate,
     ScrapeError,
-    UpstreamContentTypeError,
-    UpstreamStatusError,
+    content_type_error,
+    limit_error,
+    status_error,
     translate_client_error,
 )
 from relay.negotiation import answer_is_openmetrics, upstream_accept
@@ -31,6 +37,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"metrics-relay/{__version__}"
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 _BODY_SNIPPET_BYTES = 200
+_SNIPPET_CHARACTERS = 120
+# Fetching the certificate of an upstream that failed verification, to say why, may take this long at most.
+_PROBE_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -40,8 +49,13 @@ class UpstreamBody:
     response: aiohttp.ClientResponse
     openmetrics: bool  # the answer's format: OpenMetrics 1.0, or else the text format 0.0.4
     body_size_limit: int
-    refusal_hint: str
+    attempt: Attempt
     received: int = 0
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes of the body received so far as they came over the wire, before decompression."""
+        return self.response.content.total_raw_bytes
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Chunks as they arrive; errors (broken body, limit) are raised as ScrapeError."""
@@ -53,18 +67,16 @@ class UpstreamBody:
         except ScrapeError:
             raise
         except Exception as exc:
-            raise translate_client_error(exc, refusal_hint=self.refusal_hint) from exc
-
-    @property
-    def wire_bytes(self) -> int:
-        """Body bytes as they came over the wire: compressed, if the upstream compressed."""
-        # aiohttp counts compressed bytes from 3.12 on; before, what it decompressed is all it tells.
-        return int(getattr(self.response.content, "total_raw_bytes", self.received))
+            raise translate_client_error(exc, self.attempt) from exc
 
     def _count(self, size: int) -> None:
         self.received += size
         if self.body_size_limit and self.received > self.body_size_limit:
-            raise LimitExceededError(f"upstream body exceeds body_size_limit ({self.body_size_limit} bytes)")
+            raise limit_error(
+                f"upstream body exceeds body_size_limit ({self.body_size_limit} bytes)",
+                setting="body_size_limit",
+                value=f"{self.body_size_limit} bytes",
+            )
 
 
 class UpstreamClient:
@@ -89,7 +101,7 @@ class UpstreamClient:
         `openmetrics`: ask for OpenMetrics first (the text format is still accepted).
         """
         credentials = self.credentials.current()
-        hint = credentials.refusal_hint()
+        attempt = self.attempt(credentials)
         try:
             response = await self._session.get(
                 self.config.url,
@@ -99,11 +111,28 @@ class UpstreamClient:
                 server_hostname=self.config.tls_config.server_name,
                 allow_redirects=False,
             )
+        except aiohttp.ClientConnectorCertificateError as exc:
+            presented = await presented_certificate(attempt)
+            raise translate_client_error(exc, replace(attempt, presented=presented)) from exc
         except Exception as exc:
-            raise translate_client_error(exc, refusal_hint=hint) from exc
+            raise translate_client_error(exc, attempt) from exc
         async with response:
-            answered_openmetrics = await self._check_head(response, credentials, openmetrics)
-            yield UpstreamBody(response, answered_openmetrics, self.config.body_size_limit, hint)
+            answered_openmetrics = await self._check_head(response, credentials, attempt, openmetrics)
+            yield UpstreamBody(response, answered_openmetrics, self.config.body_size_limit, attempt)
+
+    def attempt(self, credentials: Credentials) -> Attempt:
+        """What a request with `credentials` tries, for the explanation of its failure."""
+        url = urlsplit(self.config.url)
+        tls = self.config.tls_config
+        secure = url.scheme == "https"
+        return Attempt(
+            host=url.hostname or "",
+            port=url.port or (443 if secure else 80),
+            tls=secure,
+            ca_file=str(tls.ca_file) if tls.ca_file is not None else "",
+            server_name=tls.server_name or "",
+            refusal=credentials.refusal_hint(tls.cert_file),
+        )
 
     def _headers(self, credentials: Credentials, deadline_seconds: float, accept: str) -> CIMultiDict[str]:
         headers = CIMultiDict(
@@ -119,33 +148,62 @@ class UpstreamClient:
         return headers
 
     async def _check_head(
-        self, response: aiohttp.ClientResponse, credentials: Credentials, openmetrics: bool
+        self, response: aiohttp.ClientResponse, credentials: Credentials, attempt: Attempt, openmetrics: bool
     ) -> bool:
         """Raise unless the answer is a 200 in a format the relay asked for; whether it is OpenMetrics."""
-        hint = credentials.refusal_hint()
         if response.status != 200:
-            snippet = await _snippet(response)
-            if credentials.authorization is not None:  # an upstream may echo the request's headers
-                snippet = snippet.replace(credentials.authorization.encode(), b"<redacted>")
-            message = f"upstream answered HTTP {response.status} {response.reason or ''}".rstrip()
-            if response.status in (400, 401, 403):
-                message += "; it did not accept the relay's credentials"
-                if hint:
-                    message += f" ({hint})"
-            raise UpstreamStatusError(message, f"{message}; body starts {snippet!r}")
+            raise status_error(
+                response.status,
+                response.reason or "",
+                path=response.url.path_qs,
+                attempt=attempt,
+                body_start=await _snippet(response, credentials),
+                location=response.headers.get("Location", "").partition("?")[0],
+            )
         content_type = response.headers.get("Content-Type", "")
         answered_openmetrics = answer_is_openmetrics(content_type, openmetrics)
         if answered_openmetrics is None:
-            expected = upstream_accept(openmetrics)
-            raise UpstreamContentTypeError(
-                f"upstream Content-Type is {content_type or 'missing'!r}, expected {expected!r}"
-            )
+            raise content_type_error(content_type, upstream_accept(openmetrics), address=attempt.address)
         return answered_openmetrics
 
 
-async def _snippet(response: aiohttp.ClientResponse) -> bytes:
-    """The start of an error body, for the log only (a scraper never sees the upstream's body)."""
+async def _snippet(response: aiohttp.ClientResponse, credentials: Credentials) -> str:
+    """The first line of an error body, for the log only (a scraper never sees the upstream's body)."""
     try:
-        return await response.content.read(_BODY_SNIPPET_BYTES)
+        start = await response.content.read(_BODY_SNIPPET_BYTES)
     except (aiohttp.ClientError, OSError):
-        return b""
+        return ""
+    text = start.decode("utf-8", errors="replace").strip().partition("\n")[0][:_SNIPPET_CHARACTERS]
+    if credentials.authorization is not None:  # an upstream may echo the request's headers
+        token = credentials.authorization.removeprefix("Bearer ")
+        text = text.replace(token, "<redacted>")
+    return text
+
+
+async def presented_certificate(attempt: Attempt) -> PresentedCertificate | None:
+    """The certificate the upstream presents, fetched without verifying it; None if it cannot be had.
+
+    Only for explaining a failed verification (which names, which issuer): nothing is sent over the
+    connection. A TLS 1.2 server that requires a client certificate ends this handshake first: None.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(_PROBE_SECONDS):
+            _, writer = await asyncio.open_connection(
+                attempt.host, attempt.port, ssl=context, server_hostname=attempt.checked_name
+            )
+    except (OSError, TimeoutError):
+        return None
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    if not der:
+        return None
+    try:
+        return PresentedCertificate.from_der(der)
+    except ValueError:
+        return None
