@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from relay.demo.aggregator import (
     CONTENT_TYPE,
+    DROPPED_SERIES,
     UPSTREAM_NAME,
     DemoAggregator,
     create_app,
@@ -15,6 +16,7 @@ from relay.demo.pki import DemoPKI, write_demo_pki
 
 __all__ = [
     "CONTENT_TYPE",
+    "DROPPED_SERIES",
     "UPSTREAM_NAME",
     "ControlPlaneSimulation",
     "DemoAggregator",

@@ -1,4 +1,9 @@
-"""The demo's Metrics Aggregator stand-in: the simulated control plane's /metrics behind mutual TLS."""
+"""The demo's Metrics Aggregator stand-in: the simulated control plane's /metrics behind mutual TLS.
+
+It answers OpenMetrics to a client that prefers it (the relay asks so when its own scraper does) and the text
+format otherwise, and writes the relay configuration for itself, with rules in the style of kube-prometheus'
+control-plane ServiceMonitors so that drops and changes have something to show.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,59 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
 from relay.demo.families import ControlPlaneSimulation
 from relay.demo.pki import DemoPKI, write_demo_pki
+from relay.negotiation import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, scraper_preferences
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = TEXT_CONTENT_TYPE
 UPSTREAM_NAME = "ack-control-plane"
+DROPPED_SERIES = 'apiserver_storage_objects{resource="pods"}'
+"""A series of the demo that its rules drop (the deprecated family), to trace on /relay/relabel."""
+# The demo's metric_relabel_configs, written into its configuration as they are, comments included.
+# Each rule acts on families the simulated control plane exports; the comments say why a user would want it.
+DEMO_RULES = r"""    metric_relabel_configs:
+      # kube-apiserver's request latency has 24 buckets for every verb, resource, scope and component.
+      # Keep the bounds that the usual API server latency SLOs compare against (1, 5 and 30 seconds),
+      # the low ones that quantiles of fast requests need, 10, 60 and +Inf; drop the rest. OpenMetrics
+      # writes whole bounds as floats (le="2.0"), hence the optional ".0": one rule for both formats.
+      - source_labels: [__name__, le]
+        regex: 'apiserver_request_duration_seconds_bucket;(0\.[2468]|1\.25|1\.5|2|3|4|6|8|15|20|45)(\.0)?'
+        action: drop
+
+      # Work queue latency has eleven buckets, ten decades wide, for every queue of every component.
+      # Without the finite ones _sum and _count still give the average wait and work time;
+      # kubernetes-mixin's controller dashboards draw a p99 from these buckets, so leave this rule out if
+      # you use those. The +Inf bucket (a digit never starts it) stays: it equals _count, and a histogram
+      # without it is one that strict OpenMetrics parsers refuse.
+      - source_labels: [__name__, le]
+        regex: 'workqueue_(queue|work)_duration_seconds_bucket;\d.*'
+        action: drop
+
+      # One histogram per scheduler extension point and status: detail for profiling the scheduler, not
+      # for watching it; scheduler_scheduling_attempt_duration_seconds times the whole attempt. The +Inf
+      # bucket stays, as above.
+      - source_labels: [__name__, le]
+        regex: 'scheduler_framework_extension_point_duration_seconds_bucket;\d.*'
+        action: drop
+
+      # Deprecated since Kubernetes 1.34: apiserver_resource_objects carries the same counts, with the
+      # API group in a label of its own.
+      - source_labels: [__name__]
+        regex: apiserver_storage_objects
+        action: drop
+
+      # rest_client_* name the address each component dials: the internal SLB (loopback for
+      # kube-apiserver itself). Each component dials one, and a new SLB address would start new series for
+      # the same client. labeldrop acts on every family; here only rest_client_* have a `host` label.
+      - action: labeldrop
+        regex: host
+"""
 # Addresses that mean "every interface" are reached through loopback, which the server certificate names.
 _WILDCARD_TO_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 -- a lookup
 
@@ -46,9 +94,21 @@ class DemoAggregator:
                 f"      ca_file: {json.dumps(str(self.pki.ca_cert))}",
                 f"      cert_file: {json.dumps(str(self.pki.client_cert))}",
                 f"      key_file: {json.dumps(str(self.pki.client_key))}",
-                "    metric_relabel_configs: []",
-                "",
+                DEMO_RULES,
             )
+        )
+
+    def relay_links(self, relay_url: str) -> tuple[tuple[str, str], ...]:
+        """What to open on the relay for this aggregator, serving at `relay_url`: each URL, what it shows."""
+        return (
+            (f"{relay_url}/", "landing page: the upstream, its last scrape, links"),
+            (f"{relay_url}/metrics", "the relayed control-plane metrics, the demo's rules applied"),
+            (f"{relay_url}/relay/debug/relabel/{UPSTREAM_NAME}", "what each rule did to one fresh scrape"),
+            (
+                f"{relay_url}/relay/relabel?series={quote(DROPPED_SERIES, safe='')}",
+                "one series through every rule: a deprecated one, dropped",
+            ),
+            (f"{relay_url}/relay/metrics", "the relay's own metrics"),
         )
 
 
@@ -95,7 +155,10 @@ def server_ssl_context(pki: DemoPKI) -> ssl.SSLContext:
 
 
 def create_app(simulation: ControlPlaneSimulation, clock: Callable[[], float] = time.time) -> web.Application:
-    """The stand-in's routes: GET /metrics?hosting=true for clients with a certificate the CA signed."""
+    """The stand-in's routes: GET /metrics?hosting=true for clients with a certificate the CA signed.
+
+    The answer is OpenMetrics when the Accept header prefers it, as from a relay whose scraper does.
+    """
 
     async def metrics(request: web.Request) -> web.Response:
         # Authentication comes first, as in kube-apiserver: a stranger learns nothing about the API.
@@ -106,7 +169,11 @@ def create_app(simulation: ControlPlaneSimulation, clock: Callable[[], float] = 
                 status=400,
                 text="the Metrics Aggregator serves control-plane metrics only with the query hosting=true\n",
             )
-        return web.Response(body=simulation.exposition(clock()), headers={"Content-Type": CONTENT_TYPE})
+        openmetrics = scraper_preferences(request.headers.get("Accept", "")).openmetrics
+        return web.Response(
+            body=simulation.exposition(clock(), openmetrics=openmetrics),
+            headers={"Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE},
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -1,11 +1,11 @@
-"""kube-apiserver's families in the simulated control plane: requests, their latency, storage."""
+"""kube-apiserver's families in the simulated control plane: requests, their latency, stored objects."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from relay.demo.dice import Dice
-from relay.demo.textformat import LabelValues, Registry
+from relay.demo.textformat import Exemplar, LabelValues, Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,15 @@ _API_REQUESTS = (
     _non_resource("/readyz", 0.5, 0.0015),
 )
 # The aggregator's own scrape of kube-apiserver: one per exposition, so consecutive bodies always differ.
+# It is traced, so OpenMetrics bodies carry its exemplars.
 _METRICS_REQUEST = _non_resource("/metrics", 0.0, 0.02)
+# Stored objects: API group, resource, typical count.
+_STORED_OBJECTS = (
+    ("", "pods", 240),
+    ("", "nodes", 12),
+    ("events.k8s.io", "events", 900),
+    ("coordination.k8s.io", "leases", 18),
+)
 # fmt: off
 _APISERVER_BOUNDS = (
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60,
@@ -92,13 +100,20 @@ class ApiServer:
             ("request_kind",),
         )
         self.objects = registry.gauge(
+            "apiserver_resource_objects",
+            "[ALPHA] Objects stored, by group and resource; -1 if they could not be counted.",
+            ("group", "resource"),
+        )
+        # What kube-apiserver 1.34 and later still export beside its successor, until it is removed.
+        self.deprecated_objects = registry.gauge(
             "apiserver_storage_objects",
-            "[STABLE] Objects stored, by resource; -1 if they could not be counted.",
+            "[STABLE] (Deprecated since 1.34.0) [DEPRECATED, consider using apiserver_resource_objects "
+            "instead] Objects stored, by resource; -1 if they could not be counted.",
             ("resource",),
         )
 
-    def step(self, dice: Dice, seconds: float) -> None:
-        """Serve the requests of `seconds`, then the aggregator's request for /metrics."""
+    def step(self, dice: Dice, seconds: float, now: float) -> None:
+        """Serve the requests of `seconds`, then the aggregator's request for /metrics at `now`."""
         for request in _API_REQUESTS:
             served = 0
             for code, share in request.codes:
@@ -108,9 +123,14 @@ class ApiServer:
             # Watches last as long as the client wants; kube-apiserver keeps them out of this latency.
             if request.verb != "WATCH":
                 self.duration.observe(request.labels, served, dice.latency(request.median_seconds))
-        self.requests.add(("200", *_METRICS_REQUEST.labels), 1)
-        self.duration.observe(_METRICS_REQUEST.labels, 1, dice.latency(_METRICS_REQUEST.median_seconds))
+        trace_id = dice.trace_id()
+        latency = dice.latency(_METRICS_REQUEST.median_seconds)()
+        self.requests.add(("200", *_METRICS_REQUEST.labels), 1, Exemplar(trace_id, 1, now))
+        self.duration.observe_traced(_METRICS_REQUEST.labels, Exemplar(trace_id, latency, now))
         self.inflight.set(("mutating",), dice.between(0, 3))
         self.inflight.set(("readOnly",), dice.between(1, 8))
-        for resource, count in (("pods", 240), ("nodes", 12), ("events.events.k8s.io", 900), ("leases", 18)):
-            self.objects.set((resource,), count + dice.between(0, count // 20))
+        for group, resource, typical in _STORED_OBJECTS:
+            count = typical + dice.between(0, typical // 20)
+            self.objects.set((group, resource), count)
+            # The deprecated family names a resource with its group after a dot, as `resource.group`.
+            self.deprecated_objects.set((f"{resource}.{group}" if group else resource,), count)

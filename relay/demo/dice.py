@@ -33,6 +33,10 @@ class Dice:
         """`value` give or take `spread` (a fraction of it)."""
         return value * self._random.uniform(1 - spread, 1 + spread)
 
+    def trace_id(self) -> str:
+        """A W3C trace id: 32 hex digits, as a tracer would give a traced request."""
+        return f"{self._random.getrandbits(128):032x}"
+
     def between(self, low: int, high: int) -> int:
         """A whole number from `low` to `high` inclusive."""
         return self._random.randint(low, high)

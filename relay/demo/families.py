@@ -1,4 +1,4 @@
-"""A simulated managed control plane's /metrics in Prometheus text format 0.0.4: pure, changing with time.
+"""A simulated managed control plane's /metrics, text format 0.0.4 or OpenMetrics: pure, changing with time.
 
 The families are modelled on what kube-apiserver, kube-scheduler and Alibaba Cloud's
 cloud-controller-manager export. How the real Metrics Aggregator keeps the components apart is not
@@ -206,8 +206,11 @@ class ControlPlaneSimulation:
         self._shared = _Shared(self._registry)
         self._runtime = _Runtime(self._registry)
 
-    def exposition(self, now: float) -> bytes:
-        """The text format body at Unix time `now`; a `now` earlier than the last one counts as no time."""
+    def exposition(self, now: float, *, openmetrics: bool = False) -> bytes:
+        """The body at Unix time `now`, in OpenMetrics 1.0 if asked, else in the text format 0.0.4.
+
+        A `now` earlier than the last one counts as no time.
+        """
         if self._last is None:
             # The first exposition finds the control plane already running for a while, with history.
             started = now - self._uptime
@@ -218,7 +221,7 @@ class ControlPlaneSimulation:
         self._last = max(now, self._last)
         self._scheduler.step(self._dice, seconds)
         self._cloud.step(self._dice, seconds, self._last)
-        self._apiserver.step(self._dice, seconds)
+        self._apiserver.step(self._dice, seconds, self._last)
         self._shared.step(self._dice, seconds)
         self._runtime.step(self._dice, seconds)
-        return self._registry.render()
+        return self._registry.render(openmetrics)

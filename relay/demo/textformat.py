@@ -1,7 +1,9 @@
-"""Metric families in Prometheus text format 0.0.4: counters, gauges, histograms, summaries, escaping.
+"""Metric families in the text format 0.0.4 and in OpenMetrics 1.0: counters, gauges, histograms, summaries.
 
 Families are rendered as client_golang's gatherer writes them: sorted by name, HELP and TYPE first, label
-values and HELP texts escaped, whole-number values without a fraction.
+values and HELP texts escaped, whole-number values without a fraction. OpenMetrics differs where its
+specification asks: a counter's family is named without `_total`, `le` and `quantile` are written as floats
+(`1.0`), HELP escapes `"` too, counters and buckets carry their exemplars, and the body ends with `# EOF`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 LabelValues = tuple[str, ...]
@@ -22,16 +24,18 @@ F = TypeVar("F", bound="_Family")
 # The most samples drawn for one series per step: a long step (the first one covers hours of uptime)
 # spreads its observations over this many drawn values instead of drawing each one.
 _MAX_DRAWS = 24
+_COUNTER_SUFFIX = "_total"
 
 
 def escape_label_value(value: str) -> str:
-    """A label value as the text format writes it between double quotes."""
+    """A label value as both formats write it between double quotes."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def escape_help(text: str) -> str:
-    """A HELP text as the text format writes it: only backslash and newline are escaped."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def escape_help(text: str, openmetrics: bool = False) -> str:
+    """A HELP text: the text format escapes backslash and newline, OpenMetrics double quotes as well."""
+    escaped = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return escaped.replace('"', '\\"') if openmetrics else escaped
 
 
 def format_value(value: float) -> str:
@@ -45,6 +49,25 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
+def format_bound(value: float, openmetrics: bool) -> str:
+    """An `le` or `quantile` label value: OpenMetrics writes whole numbers as floats (`1.0`), text not."""
+    text = format_value(value)
+    return f"{text}.0" if openmetrics and text.lstrip("-").isdigit() else text
+
+
+@dataclass(frozen=True, slots=True)
+class Exemplar:
+    """A traced observation that OpenMetrics shows beside a counter or a bucket: trace id, value, time."""
+
+    trace_id: str
+    value: float
+    timestamp: float
+
+    def render(self) -> str:
+        """The exemplar as OpenMetrics appends it to a sample line."""
+        return f' # {{trace_id="{self.trace_id}"}} {format_value(self.value)} {self.timestamp:.3f}'
+
+
 class _Family:
     """One metric family: name, HELP, TYPE, label names; subclasses hold the samples."""
 
@@ -55,13 +78,18 @@ class _Family:
         self.help_text = help_text
         self.label_names = label_names
 
-    def render(self, lines: list[str]) -> None:
-        """Append the HELP and TYPE lines, then every sample line."""
-        lines.append(f"# HELP {self.name} {escape_help(self.help_text)}")
-        lines.append(f"# TYPE {self.name} {self.kind}")
-        lines.extend(self._samples())
+    def render(self, lines: list[str], openmetrics: bool) -> None:
+        """Append the HELP and TYPE lines, then every sample line, in the format asked for."""
+        family = self.family_name(openmetrics)
+        lines.append(f"# HELP {family} {escape_help(self.help_text, openmetrics)}")
+        lines.append(f"# TYPE {family} {self.kind}")
+        lines.extend(self._samples(openmetrics))
 
-    def _samples(self) -> Iterable[str]:
+    def family_name(self, openmetrics: bool) -> str:
+        """The name HELP and TYPE give: the same in both formats (counters override this)."""
+        return self.name
+
+    def _samples(self, openmetrics: bool) -> Iterable[str]:
         raise NotImplementedError
 
     def _series(self, suffix: str, labels: LabelValues, extra: tuple[str, str] | None = None) -> str:
@@ -85,22 +113,36 @@ class _Scalar(_Family):
     def __init__(self, name: str, help_text: str, label_names: tuple[str, ...] = ()) -> None:
         super().__init__(name, help_text, label_names)
         self._values: dict[LabelValues, float] = {}
+        self._exemplars: dict[LabelValues, Exemplar] = {}
 
-    def _samples(self) -> Iterable[str]:
-        return (f"{self._series('', labels)} {format_value(v)}" for labels, v in self._values.items())
+    def _samples(self, openmetrics: bool) -> Iterable[str]:
+        for labels, value in self._values.items():
+            exemplar = self._exemplars.get(labels) if openmetrics else None
+            yield f"{self._series('', labels)} {format_value(value)}{exemplar.render() if exemplar else ''}"
 
 
 class Counter(_Scalar):
-    """A counter family: values only grow."""
+    """A counter family: values only grow; the name ends with `_total`, so both formats name samples alike."""
 
     kind = "counter"
 
-    def add(self, labels: LabelValues, amount: float = 1.0) -> None:
-        """Add `amount` (0 creates the series) to the series with `labels`."""
+    def __init__(self, name: str, help_text: str, label_names: tuple[str, ...] = ()) -> None:
+        if not name.endswith(_COUNTER_SUFFIX):
+            raise ValueError(f"counter {name}: a counter's name ends with {_COUNTER_SUFFIX}")
+        super().__init__(name, help_text, label_names)
+
+    def family_name(self, openmetrics: bool) -> str:
+        """OpenMetrics names the family without `_total`, which only its samples carry."""
+        return self.name.removesuffix(_COUNTER_SUFFIX) if openmetrics else self.name
+
+    def add(self, labels: LabelValues, amount: float = 1.0, exemplar: Exemplar | None = None) -> None:
+        """Add `amount` (0 creates the series) to the series with `labels`; `exemplar` traces the increase."""
         if amount < 0:
             raise ValueError(f"{self.name}: a counter cannot go down by {amount}")
         key = self._checked(labels)
         self._values[key] = self._values.get(key, 0.0) + amount
+        if exemplar is not None:
+            self._exemplars[key] = exemplar
 
 
 class Gauge(_Scalar):
@@ -115,10 +157,12 @@ class Gauge(_Scalar):
 
 @dataclass
 class _Distribution:
-    """The observations of one histogram series: per-bucket counts (the last is +Inf) and their sum."""
+    """The observations of one histogram series: per-bucket counts (the last is +Inf), their sum, and the
+    latest exemplar of each bucket that has one (by bucket index)."""
 
     counts: list[int]
     total: float = 0.0
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)
 
 
 class Histogram(_Family):
@@ -135,21 +179,36 @@ class Histogram(_Family):
 
     def observe(self, labels: LabelValues, count: int, draw: Draw) -> None:
         """Record `count` observations with values from `draw` (0 creates the series)."""
-        data = self._series_data.setdefault(
+        data = self._distribution(labels)
+        for weight in _weights(count):
+            self._record(data, draw(), weight)
+
+    def observe_traced(self, labels: LabelValues, exemplar: Exemplar) -> None:
+        """Record the one observation `exemplar` traced; its bucket shows the exemplar in OpenMetrics."""
+        data = self._distribution(labels)
+        data.exemplars[self._record(data, exemplar.value, 1)] = exemplar
+
+    def _distribution(self, labels: LabelValues) -> _Distribution:
+        return self._series_data.setdefault(
             self._checked(labels), _Distribution([0] * (len(self.bounds) + 1))
         )
-        for weight in _weights(count):
-            value = draw()
-            # `le` means "less than or equal", which bisect_left's first bound >= value matches.
-            data.counts[bisect.bisect_left(self.bounds, value)] += weight
-            data.total += value * weight
 
-    def _samples(self) -> Iterable[str]:
+    def _record(self, data: _Distribution, value: float, weight: int) -> int:
+        """Count `weight` observations of `value`; the index of their bucket."""
+        # `le` means "less than or equal", which bisect_left's first bound >= value matches.
+        bucket = bisect.bisect_left(self.bounds, value)
+        data.counts[bucket] += weight
+        data.total += value * weight
+        return bucket
+
+    def _samples(self, openmetrics: bool) -> Iterable[str]:
         for labels, data in self._series_data.items():
             cumulative = 0
-            for bound, count in zip((*self.bounds, math.inf), data.counts, strict=True):
+            for index, (bound, count) in enumerate(zip((*self.bounds, math.inf), data.counts, strict=True)):
                 cumulative += count
-                yield f"{self._series('_bucket', labels, ('le', format_value(bound)))} {cumulative}"
+                series = self._series("_bucket", labels, ("le", format_bound(bound, openmetrics)))
+                exemplar = data.exemplars.get(index) if openmetrics else None
+                yield f"{series} {cumulative}{exemplar.render() if exemplar else ''}"
             yield f"{self._series('_sum', labels)} {format_value(data.total)}"
             yield f"{self._series('_count', labels)} {cumulative}"
 
@@ -177,12 +236,12 @@ class Summary(_Family):
             total, seen = total + value * weight, seen + weight
         self._totals[key] = (total, seen)
 
-    def _samples(self) -> Iterable[str]:
+    def _samples(self, openmetrics: bool) -> Iterable[str]:
         for labels, recent in self._recent.items():
             ordered = sorted(recent)
             for quantile in self.quantiles:
                 value = ordered[round(quantile * (len(ordered) - 1))] if ordered else math.nan
-                series = self._series("", labels, ("quantile", format_value(quantile)))
+                series = self._series("", labels, ("quantile", format_bound(quantile, openmetrics)))
                 yield f"{series} {format_value(value)}"
             total, seen = self._totals[labels]
             yield f"{self._series('_sum', labels)} {format_value(total)}"
@@ -227,11 +286,13 @@ class Registry:
         """A new summary family."""
         return self._register(Summary(name, help_text, labels))
 
-    def render(self) -> bytes:
-        """The whole exposition."""
+    def render(self, openmetrics: bool = False) -> bytes:
+        """The whole exposition, in OpenMetrics 1.0 if asked, else in the text format 0.0.4."""
         lines: list[str] = []
         for name in sorted(self._families):
-            self._families[name].render(lines)
+            self._families[name].render(lines, openmetrics)
+        if openmetrics:
+            lines.append("# EOF")
         lines.append("")
         return "\n".join(lines).encode("utf-8")
 
