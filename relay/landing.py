@@ -38,8 +38,7 @@ pre { font: 13px/1.45 ui-monospace, monospace; white-space: pre-wrap; margin: .4
 .badge.bad { background: var(--bad); } .badge.unknown { background: var(--muted); }
 .ok { color: var(--ok); } .bad { color: var(--bad); } .warn { color: var(--warn); }
 .muted { color: var(--muted); }
-nav a { margin-right: 1.2em; } form { margin: 0; display: flex; gap: .5em; }
-input[name=series] { flex: 1; max-width: 30em; font: 13px ui-monospace, monospace; padding: .2em .4em; }
+nav a { margin-right: 1.2em; }
 """
 
 
@@ -159,7 +158,6 @@ def _upstream_section(upstream: Upstream, *, first: bool, now: float) -> str:
         ("credentials", _credential_state(upstream.client.credentials, now)),
         ("relabel rules", _rule_text(len(upstream.config.metric_relabel_configs))),
         ("links", _links(name, first=first)),
-        ("trace a series", _trace_form(name)),
     ]
     items = "\n".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     return (
@@ -270,17 +268,8 @@ def _links(name: str, *, first: bool) -> str:
     links = [
         (f"metrics/{quoted}", f"/metrics/{name}"),
         (f"relay/debug/relabel/{quoted}", "what each rule does, over a fresh scrape"),
+        (f"relay/relabel?upstream={quoted}", "trace one series through the rules"),
     ]
     if first:
         links.insert(0, ("metrics", "/metrics"))
     return " · ".join(f'<a href="{escape(href)}">{escape(text)}</a>' for href, text in links)
-
-
-def _trace_form(name: str) -> str:
-    """A form for /relay/relabel?upstream=NAME&series=..., which shows what each rule does to one series."""
-    return (
-        '<form action="relay/relabel" method="get">'
-        f'<input type="hidden" name="upstream" value="{escape(name)}">'
-        '<input name="series" required aria-label="series to trace" placeholder=\'up{job="apiserver"}\'>'
-        "<button>trace through the rules</button></form>"
-    )
