@@ -160,16 +160,17 @@ async def demo(host: str | None, port: int) -> None:
 
             def announce(addresses: list[Any]) -> None:
                 base = _url(addresses[0])
+                links = "\n".join(f"    {url}\n        {what}" for url, what in aggregator.relay_links(base))
                 print(
                     f"""
 metrics-relay demo
   aggregator stand-in (mTLS, client certificate required): {aggregator.url}?hosting=true
   relay configuration written to:                          {config_path}
+    (read its metric_relabel_configs there: each rule says why it is in)
   open:
-    {base}/                   landing page
-    {base}/metrics            the relayed control-plane metrics
-    {base}/relay/metrics      the relay's own metrics
+{links}
   try: curl -s {base}/metrics | head
+       curl -s -H 'Accept: application/openmetrics-text' {base}/metrics | grep -e trace_id -e EOF
   Ctrl-C stops both.
 """,
                     flush=True,
