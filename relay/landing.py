@@ -24,6 +24,7 @@ header { background: #24292f; color: #fff; padding: .9em 2em; }
 header h1 { margin: 0; font-size: 1.35em; } header p { margin: .2em 0 0; color: #c9d1d9; }
 header a { color: #9ecbff; }
 header code { background: #3d444d; color: #fff; } header nav { margin-top: .4em; }
+header .bad { color: #ff8182; font-weight: 600; }
 main { padding: 1.2em 2em; max-width: 64em; }
 section { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: .2em 1.2em .9em;
   margin-bottom: 1.2em; }
@@ -32,7 +33,7 @@ dl { display: grid; grid-template-columns: 11em 1fr; gap: .3em 1em; margin: 0; }
 dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
 code { font: 13px/1.4 ui-monospace, monospace; background: #eff1f3; padding: .1em .3em; border-radius: 4px; }
 pre { font: 13px/1.45 ui-monospace, monospace; white-space: pre-wrap; margin: .4em 0 0; padding: .5em .7em;
-  background: #fff5f5; border-left: 3px solid var(--bad); }
+  color: #1f2328; background: #fff5f5; border-left: 3px solid var(--bad); }
 .badge { font-size: .8em; font-weight: 600; padding: .1em .6em; border-radius: 1em; }
 .badge.ok, .badge.bad, .badge.unknown { color: #fff; } .badge.ok { background: var(--ok); }
 .badge.bad { background: var(--bad); } .badge.unknown { background: var(--muted); }
@@ -267,8 +268,8 @@ def _links(name: str, *, first: bool) -> str:
     quoted = quote(name, safe="")
     links = [
         (f"metrics/{quoted}", f"/metrics/{name}"),
-        (f"relay/debug/relabel/{quoted}", "what each rule does, over a fresh scrape"),
-        (f"relay/relabel?upstream={quoted}", "trace one series through the rules"),
+        (f"relay/debug/relabel/{quoted}", "relabel summary of a fresh scrape"),
+        (f"relay/relabel?upstream={quoted}", "trace a series"),
     ]
     if first:
         links.insert(0, ("metrics", "/metrics"))
