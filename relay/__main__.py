@@ -17,7 +17,7 @@ from aiohttp import web
 
 from relay import __version__, logs, pipeline
 from relay.errors import ConfigError
-from relay.loading import load_checked, load_config
+from relay.loading import check_file, load_config
 from relay.runtime import Runtime
 from relay.server import create_app
 
@@ -87,13 +87,16 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
 
 
 def check_config(path: Path) -> int:
-    """--config.check: print OK, or every problem with its location; the exit code."""
+    """--config.check: print OK and a summary (warnings on stderr), or every problem with its location;
+    the exit code."""
     try:
-        load_checked(path)
+        checked = check_file(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print("OK")
+    for warning in checked.config.warnings:
+        print(f"warning: {warning.render(checked.config.source)}", file=sys.stderr)
+    print("OK: " + "\n".join(checked.summary()))
     return 0
 
 

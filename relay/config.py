@@ -1,19 +1,21 @@
 """The configuration file: YAML text into frozen dataclasses, with defaults, strict keys and located errors.
 
 Pure: no file is opened here. `parse` takes the text; the files the configuration names (certificates,
-keys, tokens) are read and checked where they are used (tls.py) so that they can rotate.
+keys, tokens) are read and checked where they are used (tls.py) so that they can rotate. Each dataclass
+keeps the lines its keys stand on (outside equality), so that later checks can locate their problems too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
 
@@ -35,6 +37,11 @@ TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
 }
 
 
+def _position() -> Any:  # noqa: ANN401 - typed Any so that mypy takes the Field for a default of any type
+    """A field for where things stand in the file: never compared, so that moving a key changes no setting."""
+    return field(default_factory=dict, compare=False, repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class TLSConfig:
     """Prometheus' `tls_config`, paths already resolved against the configuration file's folder."""
@@ -45,6 +52,10 @@ class TLSConfig:
     server_name: str | None = None
     insecure_skip_verify: bool = False
     min_version: ssl.TLSVersion | None = None
+    lines: Mapping[str, int] = _position()
+    """The line of each key given, and '' for the mapping itself."""
+    written: Mapping[str, str] = _position()
+    """Each path key's value as written, before it was resolved."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,17 @@ class RelabelRuleSpec:
     target_label: str = ""
     replacement: str = "$1"
     action: str = "replace"
+    lines: Mapping[str, int] = _position()
+    """The line of each key given, and '' for the rule itself."""
+
+    def line_of(self, key: str) -> int | None:
+        """The line a problem with `key` belongs on: the key's own, else (a key left out) the action's or
+        the rule's."""
+        key = key.split("[", 1)[0]  # source_labels[2] is on the line of source_labels
+        for candidate in (key, "action", ""):
+            if candidate in self.lines:
+                return self.lines[candidate]
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,16 @@ class UpstreamConfig:
     relabel_cache_size: int = DEFAULT_RELABEL_CACHE_SIZE
     on_invalid_line: str = "fail"
     min_interval: float = 0.0
+    lines: Mapping[str, int] = _position()
+    """The line of each key given, and '' for the upstream itself."""
+    written: Mapping[str, str] = _position()
+    """bearer_token_file as written, before it was resolved."""
+
+    def query_url(self) -> str:
+        """The URL with `params` added to its query, as the request is sent."""
+        if not self.params:
+            return self.url
+        return f"{self.url}{'&' if urlsplit(self.url).query else '?'}{urlencode(self.params)}"
 
     def settings(self) -> UpstreamConfig:
         """This upstream without its place in the file: equal when only the order of upstreams changed."""
@@ -113,22 +145,128 @@ class Config:
 
     source: str
     upstreams: tuple[UpstreamConfig, ...]
+    warnings: tuple[Problem, ...] = ()
+    """What is allowed but probably not meant (say, a query parameter sent twice)."""
+
+
+def in_line_order(problems: list[Problem]) -> list[Problem]:
+    """Problems sorted by line, those of no line (the file as a whole) first; stable otherwise."""
+    return sorted(problems, key=lambda problem: problem.line or 0)
 
 
 def parse(text: str, *, source: str, base_dir: Path) -> Config:
     """Parse configuration text; raise ConfigError listing every problem with its location."""
+    config, problems = read(text, source=source, base_dir=base_dir)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def read(text: str, *, source: str, base_dir: Path) -> tuple[Config, list[Problem]]:
+    """Parse configuration text as far as it goes: the upstreams that could be read (a rule with a problem
+    left out) and every problem found, in line order; for checks that go on past the structure."""
     reader = _Reader(base_dir)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem("", f"invalid YAML: {problem}", line)]) from None
+        return Config(source=source, upstreams=()), [_yaml_problem(exc)]
     upstreams = reader.upstreams(root)
-    if reader.problems:
-        raise ConfigError(source, sorted(reader.problems, key=lambda problem: problem.line or 0))
-    return Config(source=source, upstreams=upstreams)
+    config = Config(source=source, upstreams=upstreams, warnings=tuple(in_line_order(reader.warnings)))
+    return config, in_line_order(reader.problems)
+
+
+# PyYAML's complaints, said in plain words: (start of its text, the explanation, whether the line is that of
+# the construct being read rather than where reading stopped).
+_YAML_EXPLANATIONS: tuple[tuple[str, str, bool], ...] = (
+    (
+        "could not find expected ':'",
+        "this line is neither `key: value` nor a list item: probably a missing ':' or a missing space "
+        "after it",
+        True,
+    ),
+    (
+        "mapping values are not allowed here",
+        "a ':' where no key can start: probably this line is indented deeper than the key before it, or a "
+        "value holds ': ' and needs quotes",
+        False,
+    ),
+    (
+        "expected <block end>",
+        "wrong indentation: this line does not line up with the keys or list items before it",
+        False,
+    ),
+    ("found character '\\t'", "a tab: YAML indents with spaces only", False),
+    ("found undefined alias", "an alias (*name) needs an anchor (&name) defined before it", False),
+    ("found unexpected end of stream", "a quote opened on this line is never closed", True),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> Problem:
+    problem = str(getattr(exc, "problem", None) or exc)
+    mark = getattr(exc, "problem_mark", None)
+    for start, explanation, at_context in _YAML_EXPLANATIONS:
+        if problem.startswith(start):
+            context = getattr(exc, "context_mark", None)
+            if at_context and context is not None:
+                mark = context
+            problem = f"{problem} ({explanation})"
+            break
+    return Problem("", f"invalid YAML: {problem}", mark.line + 1 if mark is not None else None)
+
+
+# Keys people bring from elsewhere, with what to write here instead (the hint is said after the suggestion).
+_TOP_LEVEL_PROMETHEUS_KEYS = frozenset(
+    {"global", "rule_files", "alerting", "remote_write", "remote_read", "storage", "tracing"}
+)
+_PROMETHEUS_FILE_HINT = (
+    "this is a Prometheus configuration file; the relay's has only `upstreams:`. For each scrape job to "
+    "relay, write an upstream: url = scheme://target + metrics_path, and copy params, tls_config and "
+    "metric_relabel_configs as they are"
+)
+_CAMEL_HINT = "the Prometheus Operator's camelCase name; this file uses Prometheus' snake_case names"
+_FOREIGN_KEYS: dict[str, tuple[str, str]] = {
+    "relabel_configs": (
+        "metric_relabel_configs",
+        "in Prometheus relabel_configs rewrites targets before the scrape; the relay rewrites the scraped "
+        "series, which is metric_relabel_configs",
+    ),
+    "metricRelabelings": ("metric_relabel_configs", _CAMEL_HINT),
+    "relabelings": (
+        "metric_relabel_configs",
+        "relabelings rewrite targets in the Prometheus Operator; the relay rewrites the scraped series, "
+        "which is metric_relabel_configs",
+    ),
+    "scrape_timeout": ("timeout", "the relay's name for the time an upstream scrape may take"),
+    "scrapeTimeout": ("timeout", _CAMEL_HINT),
+    "job_name": ("name", "an upstream's name"),
+    "metrics_path": ("url", "the relay takes one url: scheme://host:port/path"),
+    "scheme": ("url", "the relay takes one url: scheme://host:port/path"),
+    "static_configs": ("url", "an upstream scrapes one target: write its address into url"),
+    "targets": ("url", "an upstream scrapes one target: write its address into url"),
+}
+
+
+def _keys_of(cls: type) -> set[str]:
+    """The keys a section of the file takes: its dataclass' settings, not where things stand."""
+    return {item.name for item in dataclasses.fields(cls) if item.compare and item.name != "location"}
+
+
+def _camel_to_snake(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+
+
+def _unknown_key_message(key: str, known: set[str]) -> str:
+    """Why `key` is not taken: a suggestion (with a hint for names from elsewhere), else the known keys."""
+    if key in _FOREIGN_KEYS and _FOREIGN_KEYS[key][0] in known:
+        suggestion, hint = _FOREIGN_KEYS[key]
+        return f"unknown key; did you mean {suggestion}? ({hint})"
+    snake = _camel_to_snake(key)
+    if snake != key and snake in known:
+        return f"unknown key; did you mean {snake}? ({_CAMEL_HINT})"
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return f"unknown key (known keys: {', '.join(sorted(known))})"
 
 
 class _Reader:
@@ -137,11 +275,21 @@ class _Reader:
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self._key_lines: dict[int, dict[str, int]] = {}  # id of a mapping node: the lines of its keys
         self._constructor = yaml.constructor.SafeConstructor()
 
     def problem(self, node: yaml.Node | None, path: str, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else None
-        self.problems.append(Problem(path, message, line))
+        self.problems.append(Problem(path, message, self.line(node)))
+
+    @staticmethod
+    def line(node: yaml.Node | None) -> int | None:
+        return node.start_mark.line + 1 if node is not None else None
+
+    def lines(self, node: yaml.Node) -> dict[str, int]:
+        """The line of each key `mapping` read from `node` (a merged key's where it is written), and ''
+        for the node itself."""
+        return {**self._key_lines.get(id(node), {}), "": node.start_mark.line + 1}
 
     # --- the schema ---------------------------------------------------------------------------------
 
@@ -149,7 +297,7 @@ class _Reader:
         if root is None:
             self.problem(None, "", "the file is empty; it needs `upstreams:` with at least one upstream")
             return ()
-        top = self.mapping(root, "", {"upstreams"}, required={"upstreams"})
+        top = self.mapping(root, "", {"upstreams"}, required={"upstreams"}, top_level=True)
         if "upstreams" not in top:
             return ()
         items = self.sequence(top["upstreams"], "upstreams")
@@ -166,7 +314,7 @@ class _Reader:
         return tuple(found)
 
     def upstream(self, node: yaml.Node, path: str) -> UpstreamConfig | None:
-        known = {f.name for f in UpstreamConfig.__dataclass_fields__.values()} - {"location"}
+        known = _keys_of(UpstreamConfig)
         fields = self.mapping(node, path, known, required={"name", "url"})
         values: dict[str, Any] = {}
         converters: dict[str, Callable[[yaml.Node, str], Any]] = {
@@ -198,7 +346,23 @@ class _Reader:
             self.problem(fields["relabel_cache_size"], f"{path}.relabel_cache_size", "must be at least 1")
         if not {"name", "url"} <= values.keys():
             return None
-        return UpstreamConfig(location=path, **values)
+        self.check_repeated_params(fields, path, values)
+        written = (
+            {"bearer_token_file": fields["bearer_token_file"].value} if "bearer_token_file" in values else {}
+        )
+        return UpstreamConfig(location=path, lines=self.lines(node), written=written, **values)
+
+    def check_repeated_params(self, fields: dict[str, yaml.Node], path: str, values: dict[str, Any]) -> None:
+        """A parameter both in the url's query and in params is sent twice: allowed, probably not meant."""
+        in_query = {key for key, _ in parse_qsl(urlsplit(values["url"]).query, keep_blank_values=True)}
+        for key in sorted(in_query & {key for key, _ in values.get("params", ())}):
+            self.warnings.append(
+                Problem(
+                    f"{path}.params.{key}",
+                    f"{key} is in the url's query too, so the request carries it twice; keep one of them",
+                    self._key_lines.get(id(fields["params"]), {}).get(key),
+                )
+            )
 
     def invalid_line_action(self, node: yaml.Node, path: str) -> str | None:
         action = self.string(node, path)
@@ -242,7 +406,7 @@ class _Reader:
         return tuple(pairs)
 
     def tls_config(self, node: yaml.Node, path: str) -> TLSConfig:
-        known = set(TLSConfig.__dataclass_fields__)
+        known = _keys_of(TLSConfig)
         fields = self.mapping(node, path, known)
         values: dict[str, Any] = {}
         for key, value_node in fields.items():
@@ -255,7 +419,9 @@ class _Reader:
                 values[key] = self.boolean(value_node, where)
             else:
                 values[key] = self.tls_version(value_node, where)
-        tls = TLSConfig(**{key: value for key, value in values.items() if value is not None})
+        given = {key: value for key, value in values.items() if value is not None}
+        written = {key: fields[key].value for key in given if key.endswith("_file")}
+        tls = TLSConfig(lines=self.lines(node), written=written, **given)
         if (tls.cert_file is None) != (tls.key_file is None):
             self.problem(node, path, "cert_file and key_file must be given together")
         return tls
@@ -269,9 +435,10 @@ class _Reader:
 
     def relabel_configs(self, node: yaml.Node, path: str) -> tuple[RelabelRuleSpec, ...]:
         rules = []
-        known = set(RelabelRuleSpec.__dataclass_fields__) - {"location"}
+        known = _keys_of(RelabelRuleSpec)
         for index, rule_node in enumerate(self.sequence(node, path)):
             where = f"{path}[{index}]"
+            problems_before = len(self.problems)
             values: dict[str, Any] = {}
             for key, value_node in self.mapping(rule_node, where, known).items():
                 if key == "source_labels":
@@ -280,11 +447,10 @@ class _Reader:
                     values[key] = self.count(value_node, f"{where}.{key}")
                 else:
                     values[key] = self.string(value_node, f"{where}.{key}", empty_ok=True)
-            rules.append(
-                RelabelRuleSpec(
-                    location=where, **{key: value for key, value in values.items() if value is not None}
-                )
-            )
+            if len(self.problems) > problems_before:
+                continue  # compiling it would only add problems that follow from these
+            given = {key: value for key, value in values.items() if value is not None}
+            rules.append(RelabelRuleSpec(location=where, lines=self.lines(rule_node), **given))
         return tuple(rules)
 
     # --- scalar and collection readers --------------------------------------------------------------
@@ -295,8 +461,11 @@ class _Reader:
         path: str,
         known: set[str] | None,
         required: frozenset[str] | set[str] = frozenset(),
+        *,
+        top_level: bool = False,
     ) -> dict[str, yaml.Node]:
-        """The keys of a mapping node; unknown, duplicate and missing required keys are problems."""
+        """The keys of a mapping node (merge keys applied); unknown, duplicate and missing required keys
+        are problems."""
         if not isinstance(node, yaml.MappingNode):
             if not self.is_null(node):
                 self.problem(node, path, f"must be a mapping, not {self.kind(node)}")
@@ -304,20 +473,48 @@ class _Reader:
                 self.problem(node, path, f"is empty; needs {', '.join(sorted(required))}")
             return {}
         found: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
+        key_lines: dict[str, int] = {}
+        said_prometheus = False
+        for key_node, value_node, merged in self.pairs(node, path):
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             where = f"{path}.{key}" if path else str(key)
             if key is None:
                 self.problem(key_node, path, "keys must be strings")
             elif key in found:
-                self.problem(key_node, where, "duplicate key")
+                if not merged:  # an explicit key overrides a merged one, as in go-yaml
+                    self.problem(key_node, where, "duplicate key")
+            elif top_level and (key == "scrape_configs" or key in _TOP_LEVEL_PROMETHEUS_KEYS):
+                if not said_prometheus:
+                    self.problem(key_node, where, _PROMETHEUS_FILE_HINT)
+                said_prometheus = True
             elif known is not None and key not in known:
-                self.problem(key_node, where, f"unknown key (known keys: {', '.join(sorted(known))})")
+                self.problem(key_node, where, _unknown_key_message(key, known))
             else:
                 found[key] = value_node
+                key_lines[key] = key_node.start_mark.line + 1
+        self._key_lines[id(node)] = key_lines
         for key in sorted(required - found.keys()):
             self.problem(node, f"{path}.{key}" if path else key, "is required")
         return found
+
+    def pairs(self, node: yaml.MappingNode, path: str) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
+        """The mapping's own key/value pairs, then those its merge keys (`<<: *a`, `<<: [*a, *b]`) bring
+        in (the first merged mapping wins, as in go-yaml), each marked whether it came by a merge."""
+        merges: list[yaml.MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                yield key_node, value_node, False
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if isinstance(source, yaml.MappingNode):
+                    merges.append(source)
+                else:
+                    where = f"{path}.<<" if path else "<<"
+                    self.problem(source, where, "a merge needs a mapping or a list of mappings (*anchors)")
+        for source in merges:
+            for key_node, value_node, _ in self.pairs(source, path):
+                yield key_node, value_node, True
 
     def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:
         if isinstance(node, yaml.SequenceNode):

@@ -29,8 +29,8 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type informati
 
 # Go's repeat operator `{n}`, `{n,}`, `{n,m}`; a number with a leading zero makes the `{` a literal.
 _REPEAT = re.compile(r"\{(0|[1-9][0-9]*)(?:(,)(0|[1-9][0-9]*)?)?\}")
+_MAX_REPEAT: Final = 1000  # RE2 refuses counts a little above it, but reads counts that overflow as text
 _GO_GROUP_NAME = re.compile(r"[A-Za-z0-9_]+")
-_MAX_REPEAT: Final = 1000
 MEMO_SIZE: Final = 4096
 """The most results a per-regex memo of results by text holds; it is cleared when full."""
 MEMO_TEXT_LIMIT: Final = 256
@@ -210,16 +210,23 @@ class AnchoredRegex:
     __slots__ = ("_compiled", "_matched", "group_names", "matches_everything", "source")
 
     def __init__(self, source: str) -> None:
-        """Compile `source`; raise ValueError with every reason Go would refuse it."""
+        """Compile `source`; raise ValueError saying why Go would refuse it (RE2's reason if RE2 refuses it,
+        else every way in which Go is stricter than RE2)."""
         self.source = source
         names, refusals = _scan_pattern(source)
+        anchored = f"^(?s:{source})$"
         try:
-            compiled: _Regex = re2.compile(f"^(?s:{source})$", RE2_OPTIONS)
+            compiled: _Regex = re2.compile(anchored, RE2_OPTIONS)
         except re2.error as exc:
             reason = exc.args[0] if exc.args else "invalid"
-            refusals.insert(0, go_string(reason) if isinstance(reason, bytes) else str(reason))
+            text = go_string(reason) if isinstance(reason, bytes) else str(reason)
+            # RE2 quotes what it read of the pattern it was given: show the user's, not the anchored form.
+            shown = text.replace(anchored, source)
+            refusals = [shown[:-2] if shown == text and shown.endswith(")$") else shown]
+            if (len(source) - len(source.rstrip("\\"))) % 2:  # it escaped the anchoring's `)`
+                refusals = ["trailing backslash at end of expression"]
         except UnicodeError:
-            refusals.insert(0, "it is not valid UTF-8")
+            refusals = ["it is not valid UTF-8"]
         if refusals:
             raise ValueError("; ".join(refusals))
         self._compiled = compiled

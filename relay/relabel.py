@@ -304,7 +304,8 @@ def _check(spec: RelabelRuleSpec) -> tuple[list[Problem], AnchoredRegex | None]:
     problems: list[Problem] = []
 
     def problem(field: str, message: str) -> None:
-        problems.append(Problem(f"{spec.location}.{field}" if field else spec.location, message))
+        where = f"{spec.location}.{field}" if field else spec.location
+        problems.append(Problem(where, message, spec.line_of(field)))
 
     action = go_lower(spec.action)
     choices = ", ".join(ACTIONS)

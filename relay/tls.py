@@ -162,6 +162,72 @@ def check(upstream: UpstreamConfig) -> None:
     _build(upstream, contents, _fingerprint(contents))
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialProblem:
+    """One thing wrong with an upstream's credential files, for a configuration check."""
+
+    setting: str  # as in the file below the upstream: `tls_config.key_file`
+    message: str  # what is wrong, without the path (the check shows it as written and as resolved)
+    validity: bool = False  # the certificate is usable but outside its validity period (start-up takes it)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCredentials:
+    """What checking an upstream's credential files found: every problem, and the set if it loaded."""
+
+    problems: tuple[CredentialProblem, ...]
+    credentials: Credentials | None
+
+
+def check_all(upstream: UpstreamConfig, now: datetime) -> CheckedCredentials:
+    """Every problem of the upstream's credential files (each file read, CA, pair, token, validity at
+    `now`), not only the first; the credentials when they loaded."""
+    contents: dict[str, bytes] = {}
+    problems: list[CredentialProblem] = []
+    for setting, path in _paths(upstream).items():
+        if path is not None:
+            try:
+                contents[setting] = path.read_bytes()
+            except OSError as exc:
+                problems.append(CredentialProblem(setting, f"cannot read: {exc.strerror or exc}"))
+    if problems:
+        return CheckedCredentials(tuple(problems), None)
+    credentials = None
+    try:
+        credentials = _build(upstream, contents, _fingerprint(contents))
+    except ClientTLSMaterialError as exc:
+        problems.append(CredentialProblem(exc.field, exc.problem))
+    except (ValueError, ssl.SSLError, UnsupportedAlgorithm) as exc:  # whatever the checks missed
+        problems.append(CredentialProblem("tls_config", f"unusable files ({exc})"))
+    if credentials is not None and credentials.certificate is not None:
+        validity = credentials.certificate.problem_at(now)
+        if validity:
+            problems.append(CredentialProblem("tls_config.cert_file", validity, validity=True))
+    return CheckedCredentials(tuple(problems), credentials)
+
+
+def shown_path(upstream: UpstreamConfig, setting: str) -> str:
+    """A setting's file as written and, when that differs, as resolved: `"tls/ca.crt" (/etc/r/tls/ca.crt)`."""
+    written = {
+        **upstream.written,
+        **{f"tls_config.{key}": text for key, text in upstream.tls_config.written.items()},
+    }
+    path = _paths(upstream).get(setting)
+    if path is None or setting not in written:
+        return ""
+    text = written[setting]
+    return f'"{text}"' if Path(text) == path else f'"{text}" ({path})'
+
+
+def setting_line(upstream: UpstreamConfig, setting: str) -> int | None:
+    """The line of a credential setting (`tls_config.key_file`), else of its section, else the upstream's."""
+    section, _, key = setting.partition(".")
+    if section == "tls_config":
+        tls_lines = upstream.tls_config.lines
+        return (tls_lines.get(key) if key else None) or upstream.lines.get("tls_config")
+    return upstream.lines.get(setting) or upstream.lines.get("")
+
+
 # --- reading and building ---------------------------------------------------------------------------
 
 _FILE_FIELDS = ("tls_config.ca_file", "tls_config.cert_file", "tls_config.key_file", "bearer_token_file")
@@ -241,6 +307,10 @@ def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
     if ca_pem is None:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     else:
+        if _earliest_expiry(ca_pem) is None:
+            raise ClientTLSMaterialError(
+                "tls_config.ca_file", "no PEM CA certificate could be loaded from it"
+            )
         try:
             context.load_verify_locations(cadata=ca_pem.decode("ascii", errors="replace"))
         except (ssl.SSLError, ValueError) as exc:

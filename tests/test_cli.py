@@ -98,9 +98,30 @@ def good_config(tmp_path: Path) -> Path:
 
 
 def test_config_check_ok(good_config):
-    """A valid configuration with readable, matching files prints OK and exits 0."""
+    """A valid configuration with readable, matching files prints OK with a summary and exits 0."""
     result = run_relay(f"--config.file={good_config}", "--config.check")
-    assert (result.returncode, result.stdout, result.stderr) == (0, "OK\n", "")
+    assert (result.returncode, result.stderr) == (0, "")
+    first, upstream = result.stdout.splitlines()
+    assert first == f"OK: {good_config}: 1 upstream"
+    assert upstream.startswith("  test: https://127.0.0.1:1/metrics, 0 rules, client certificate ")
+    assert upstream.endswith(
+        " valid 2000-01-01T00:00:00Z to 3000-01-01T00:00:00Z, CA valid to 3000-01-01T00:00:00Z"
+    )
+
+
+def test_config_check_warns_of_a_repeated_parameter(tmp_path):
+    """A parameter in both url and params is a warning on stderr; the check still passes."""
+    path = tmp_path / "relay.yml"
+    path.write_text("upstreams:\n  - name: a\n    url: http://h/m?x=1\n    params: {x: ['2']}\n")
+    result = run_relay(f"--config.file={path}", "--config.check")
+    assert (result.returncode, result.stdout) == (
+        0,
+        f"OK: {path}: 1 upstream\n  a: http://h/m?x=1&x=2, 0 rules\n",
+    )
+    assert result.stderr == (
+        f"warning: {path}:4: upstreams[0].params.x: x is in the url's query too, so the request carries it "
+        "twice; keep one of them\n"
+    )
 
 
 def test_config_check_lists_every_problem(tmp_path):
@@ -116,6 +137,8 @@ def test_config_check_lists_every_problem(tmp_path):
     assert result.stderr.splitlines() == [
         f"{path}:4: upstreams[0].timeout: not a duration: 'soon' "
         "(use a number with a unit, e.g. 10s, 1m30s, 500ms)",
+        f'{path}:6: upstreams[0].tls_config.ca_file: "nowhere/ca.crt" ({tmp_path}/nowhere/ca.crt): '
+        "cannot read: No such file or directory",
         f"{path}:7: upstreams[0].tls_config.min_version: unknown TLS version 'TLS9' "
         "(use one of TLS10, TLS11, TLS12, TLS13)",
     ]
@@ -131,7 +154,8 @@ def test_config_check_opens_the_files_it_names(tmp_path):
     result = run_relay(f"--config.file={path}", "--config.check")
     assert result.returncode == 1
     assert result.stderr == (
-        f"{path}: upstreams[0].tls_config.key_file: the key does not match tls_config.cert_file\n"
+        f'{path}:7: upstreams[0].tls_config.key_file: "{files.key_file}": the key does not match '
+        "tls_config.cert_file\n"
     )
     assert "PRIVATE KEY" not in result.stderr
 

@@ -131,7 +131,7 @@ async def test_reload_applies_a_good_file_and_keeps_the_old_one_on_error(pki, tm
         relay.config_path.write_text(config_yaml(upstream.url, missing, name="second"))
         status, _, text = await get(f"{relay.base_url}/-/reload", "POST")
         assert status == 500
-        assert "upstreams[0].tls_config.ca_file: cannot read" in text
+        assert f'upstreams[0].tls_config.ca_file: "{missing.ca_file}": cannot read' in text
         assert (await get(f"{relay.base_url}/metrics/test"))[0] == 200
 
 
