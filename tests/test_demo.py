@@ -332,7 +332,7 @@ async def test_relayed_body_shows_the_rules_effect_and_passes_a_strict_parser(
 async def test_printed_relabel_link_traces_a_dropped_series(aggregator, demo_relay: Relay):
     """The /relay/relabel link the demo prints shows its series dropped by one of the rules."""
     (url,) = [url for url, _ in aggregator.relay_links(demo_relay.base_url) if "/relay/relabel?" in url]
-    status, _, body = await scrape(url)
+    status, _, body = await scrape(url, accept="text/plain")
     assert status == 200
     assert DROPPED_SERIES.split("{")[0] in body.decode()
     assert "dropped" in body.decode().strip().splitlines()[-1]

@@ -43,8 +43,8 @@ DEMO_RULES = r"""    metric_relabel_configs:
       # Work queue latency has eleven buckets, ten decades wide, for every queue of every component.
       # Without the finite ones _sum and _count still give the average wait and work time;
       # kubernetes-mixin's controller dashboards draw a p99 from these buckets, so leave this rule out if
-      # you use those. The +Inf bucket (a digit never starts it) stays: it equals _count, and a histogram
-      # without it is one that strict OpenMetrics parsers refuse.
+      # you use those. The +Inf bucket stays (\d matches the first character of every finite bound only):
+      # it equals _count, and a histogram without it is one that strict OpenMetrics parsers refuse.
       - source_labels: [__name__, le]
         regex: 'workqueue_(queue|work)_duration_seconds_bucket;\d.*'
         action: drop
