@@ -15,7 +15,7 @@ from relay.errors import ConfigError
 from relay.loading import check_file
 from relay.units import format_duration, parse_duration, parse_size
 from tests.support import Pki
-from tests.test_server import write_encrypted_key, write_other_key
+from tests.test_server import certificate_with_a_broken_key, write_encrypted_key, write_other_key
 
 FULL = """\
 upstreams:
@@ -527,6 +527,10 @@ BAD_FILES = [
     (tls(cert="garbage.pem"), client_file_problem("cert_file", "garbage.pem", "not a PEM certificate")),
     (tls(key="garbage.pem"), client_file_problem("key_file", "garbage.pem", "not a PEM private key")),
     (
+        tls(cert="broken-key.crt"),
+        client_file_problem("cert_file", "broken-key.crt", "the certificate's public key cannot be read"),
+    ),
+    (
         tls(key="encrypted.key"),
         client_file_problem(
             "key_file",
@@ -587,6 +591,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pki.client_files("expired", expired)
     pki.client_files("future", future)
     (root / "garbage.pem").write_text("not a certificate\n")
+    (root / "broken-key.crt").write_bytes(certificate_with_a_broken_key(pki.client_cert))
     write_encrypted_key(root / "encrypted.key")
     write_other_key(root / "other.key")
     (root / "empty.token").write_text("\n")
@@ -755,8 +760,6 @@ MESSAGE_CONSTANTS = {
 }
 # Texts the table cannot reach with real files, each with why.
 UNREACHABLE = {
-    "the certificate's public key cannot be read": "cryptography reads every key type a PEM certificate "
-    "holds",
     "cannot be loaded with its key": "OpenSSL takes any pair the checks before it accepted",
     "the files changed while they were loaded": "a race between two reads of the same files",
     "unusable files": "a guard for errors the checks before it missed",
