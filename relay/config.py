@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
+from yarl import URL
 
 from relay.errors import ConfigError, Problem
 from relay.units import parse_duration, parse_size
@@ -110,10 +111,10 @@ class UpstreamConfig:
     """bearer_token_file as written, before it was resolved."""
 
     def query_url(self) -> str:
-        """The URL with `params` added to its query, as the request is sent."""
+        """The URL with `params` added to its query, as the request is sent (aiohttp extends it with yarl)."""
         if not self.params:
             return self.url
-        return f"{self.url}{'&' if urlsplit(self.url).query else '?'}{urlencode(self.params)}"
+        return str(URL(self.url).extend_query(self.params))
 
     def settings(self) -> UpstreamConfig:
         """This upstream without its place in the file: equal when only the order of upstreams changed."""

@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote
 
-from yarl import URL
-
 from relay import __version__, pipeline
 from relay.health import PassReport, ScrapeOutcome
 from relay.runtime import ReloadStatus, Runtime, Upstream
@@ -150,7 +148,7 @@ def _upstream_section(upstream: Upstream, *, first: bool, now: float) -> str:
     name = upstream.name
     health = upstream.health
     rows = [
-        ("URL", f"<code>{escape(_requested_url(upstream))}</code>"),
+        ("URL", f"<code>{escape(upstream.config.query_url())}</code>"),
         ("last scrape", _scrape_text(health.last_scrape, now)),
         ("upstream request", _pass_text(health.last_pass, now)),
         ("memo hit rate", _memo_text(health.last_pass)),
@@ -165,11 +163,6 @@ def _upstream_section(upstream: Upstream, *, first: bool, now: float) -> str:
         f'<section id="upstream-{escape(name)}"><h2>{escape(name)} {_badge(health.last_scrape)}</h2>\n'
         f"<dl>\n{items}\n</dl></section>"
     )
-
-
-def _requested_url(upstream: Upstream) -> str:
-    """The URL with `params` in its query, built as aiohttp builds the request's URL from the two."""
-    return str(URL(upstream.config.url).extend_query(upstream.config.params))
 
 
 def _badge(outcome: ScrapeOutcome | None) -> str:
