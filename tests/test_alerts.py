@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.prometheus_oracle import SYNTHETIC_NAMES
+from tests.prometheus_oracle import SYNTHETIC_NAMES, Prometheus
 from tests.promql import exposed_names, metric_names, tokens
-from tests.support import require_tool
+from tests.relay_under_prometheus import UPSTREAM_NAME, relay_under_prometheus
+from tests.support import body_handler, require_tool
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ALERTS = DEPLOY / "alerts.yaml"
@@ -104,3 +108,67 @@ def test_alert_names_no_job(rule: dict[str, Any]):
     for position, text in enumerate(texts):
         if text == "job" and position + 1 < len(texts):
             assert texts[position + 1] not in {"=", "!=", "=~", "!~"}, f"{rule['alert']} matches on job"
+
+
+async def rules_health(prometheus: Prometheus) -> dict[str, tuple[str, str]]:
+    """Each loaded alerting rule's health and last evaluation error, by alert name."""
+    groups = (await prometheus.api("rules", type="alert"))["groups"]
+    return {
+        rule["name"]: (rule["health"], rule.get("lastError", ""))
+        for group in groups
+        for rule in group["rules"]
+    }
+
+
+async def active_alerts(prometheus: Prometheus) -> set[tuple[str, str, str, str]]:
+    """(alertname, upstream, reason, state) of every pending or firing alert."""
+    alerts = (await prometheus.api("alerts"))["alerts"]
+    return {
+        (
+            alert["labels"]["alertname"],
+            alert["labels"].get("upstream", ""),
+            alert["labels"].get("reason", ""),
+            alert["state"],
+        )
+        for alert in alerts
+    }
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    """Whether the async `check` returns True within `within` seconds (it is asked every half second)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while True:
+                if await check():
+                    return True
+                await asyncio.sleep(0.5)
+    return False
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(120)
+async def test_alerts_follow_a_real_relays_health(tmp_path: Path):
+    """On a Prometheus scraping a real relay, every rule evaluates cleanly and none is active while all is
+    well; once the upstream answers 500, exactly the upstream-down and failing-scrapes alerts go pending."""
+    async with relay_under_prometheus(tmp_path, rule_files=[ALERTS]) as running:
+        prometheus = running.prometheus
+
+        async def all_evaluated() -> bool:
+            health = await rules_health(prometheus)
+            return set(health) == set(RULE_IDS) and all(state == "ok" for state, _ in health.values())
+
+        assert await eventually(all_evaluated, within=20), f"rules: {await rules_health(prometheus)}"
+        assert await active_alerts(prometheus) == set()
+
+        running.upstream.handler = body_handler(b"unavailable", status=500)
+        wanted = {
+            ("MetricsRelayUpstreamDown", UPSTREAM_NAME, "", "pending"),
+            ("MetricsRelayScrapesFailing", UPSTREAM_NAME, "http_status", "pending"),
+        }
+
+        async def upstream_alerts_pending() -> bool:
+            return await active_alerts(prometheus) == wanted
+
+        assert await eventually(upstream_alerts_pending, within=30), (
+            f"active: {await active_alerts(prometheus)}"
+        )

@@ -3,8 +3,6 @@ Prometheus that scrapes a real relay."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import time
@@ -15,9 +13,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.prometheus_oracle import OracleError, prometheus_config, running_prometheus, scrape_job
+from tests.prometheus_oracle import OracleError
 from tests.promql import exposed_names, metric_names
-from tests.support import Pki, body_handler, config_yaml, require_tool, running_relay, running_upstream
+from tests.relay_under_prometheus import RATE_INTERVAL_SECONDS, UPSTREAM_NAME, relay_under_prometheus
 
 DASHBOARD_PATH = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "metrics-relay.json"
 DASHBOARD: dict[str, Any] = json.loads(DASHBOARD_PATH.read_text(encoding="utf-8"))
@@ -27,23 +25,7 @@ OLDEST_SCHEMA_VERSION = 39
 GRID_COLUMNS = 24
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-SCRAPE_INTERVAL_SECONDS = 1.0
-# What Grafana puts for $__rate_interval: four scrape intervals at least.
-RATE_INTERVAL_SECONDS = 4 * SCRAPE_INTERVAL_SECONDS
 RATE_INTERVAL = f"{round(RATE_INTERVAL_SECONDS)}s"
-UPSTREAM_NAME = "ack-control-plane"
-UPSTREAM_BODY = (
-    b"# TYPE apiserver_requests_total counter\n"
-    b'apiserver_requests_total{code="200"} 1027\n'
-    b'apiserver_requests_total{code="500"} 3\n'
-    b"# TYPE go_goroutines gauge\ngo_goroutines 181\n"
-)
-UPSTREAM_RULES = (
-    "    metric_relabel_configs:\n"
-    "      - source_labels: [__name__]\n"
-    "        regex: go_.*\n"
-    "        action: drop\n"
-)
 
 
 def all_panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -247,28 +229,9 @@ class LiveAnswers:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def live(tmp_path_factory) -> LiveAnswers:
-    """An mTLS upstream, a relay for it, and a Prometheus scraping both relay endpoints every second; once a
-    few scrapes are stored, every dashboard query runs as Grafana runs it, over the last seconds."""
-    prometheus_binary = require_tool("prometheus")
-    directory = tmp_path_factory.mktemp("dashboard")
-    pki = Pki(directory)
-    async with contextlib.AsyncExitStack() as stack:
-        upstream = await stack.enter_async_context(
-            running_upstream(pki.server_context(), body_handler(UPSTREAM_BODY))
-        )
-        config = config_yaml(upstream.url, pki.client_files(), extra=UPSTREAM_RULES, name=UPSTREAM_NAME)
-        relay = await stack.enter_async_context(running_relay(config, directory))
-        target = relay.base_url.removeprefix("http://")
-        jobs = [
-            scrape_job("relay", target, "/relay/metrics", interval_seconds=SCRAPE_INTERVAL_SECONDS),
-            scrape_job("relayed", target, "/metrics", interval_seconds=SCRAPE_INTERVAL_SECONDS),
-        ]
-        prometheus = await stack.enter_async_context(
-            running_prometheus(prometheus_binary, prometheus_config(jobs), directory / "prometheus")
-        )
-        await prometheus.wait_until_up(["relay", "relayed"], within=30)
-        # Enough stored scrapes for a rate over $__rate_interval to have two samples to work on.
-        await asyncio.sleep(2 * RATE_INTERVAL_SECONDS)
+    """Every dashboard query run as Grafana runs it, over the last seconds of a relay under Prometheus."""
+    async with relay_under_prometheus(tmp_path_factory.mktemp("dashboard")) as running:
+        prometheus = running.prometheus
         end = time.time()
         range_parameters = {"start": f"{end - 10:.3f}", "end": f"{end:.3f}", "step": "1"}
         answers: dict[str, tuple[str | None, int]] = {}
