@@ -22,6 +22,9 @@ class Recorder(Protocol):
     def scrape_finished(self, outcome: ScrapeOutcome, error: ScrapeError | None) -> None:
         """One scraper's request ended; `error` is why it failed, None if it got its whole body."""
 
+    def scrape_rejected(self) -> None:
+        """A scrape was turned away with 503: the relay already serves --web.max-requests scrapes."""
+
 
 class UpstreamRecorder:
     """Counts one upstream's scrapes and passes in the self-metrics and keeps its health for the page."""
@@ -47,6 +50,10 @@ class UpstreamRecorder:
         self.health.last_scrape = outcome
         self._metrics.record_scrape(self.name, outcome, error)
         self.note_credentials()
+
+    def scrape_rejected(self) -> None:
+        if not self.retired:
+            self._metrics.scrapes_rejected.labels(self.name).inc()
 
     def note_credentials(self) -> None:
         """Publish what is known of the credentials in use (expiry dates, last load, refused rotation)."""

@@ -56,6 +56,12 @@ class SelfMetrics:
             ["upstream"],
             registry=registry,
         )
+        self.scrapes_rejected = Counter(
+            "metrics_relay_scrapes_rejected",
+            "Scrapes answered 503 because --web.max-requests scrapes were already being served.",
+            ["upstream"],
+            registry=registry,
+        )
         self.scrape_duration = Histogram(
             "metrics_relay_scrape_duration_seconds",
             "Time from a scraper's request to the relayed body's end.",
@@ -178,6 +184,7 @@ class SelfMetrics:
         return (
             self.scrapes,
             self.scrapes_aborted,
+            self.scrapes_rejected,
             self.scrape_duration,
             self.relayed_bytes,
             self.upstream_requests,

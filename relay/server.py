@@ -34,10 +34,32 @@ RUNTIME_KEY = web.AppKey("runtime", Runtime)
 SCRAPE_TIMEOUT_OFFSET_SECONDS = 0.5
 
 
-def create_app(runtime: Runtime) -> web.Application:
-    """The relay's aiohttp application serving `runtime`."""
+class ScrapeSlots:
+    """A bound on relayed scrapes at once (--web.max-requests); 0 means none."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def take(self) -> bool:
+        """Take a slot if one is free."""
+        if self.limit and self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_use -= 1
+
+
+SLOTS_KEY = web.AppKey("scrape_slots", ScrapeSlots)
+
+
+def create_app(runtime: Runtime, *, max_requests: int = 0) -> web.Application:
+    """The relay's aiohttp application serving `runtime`; at most `max_requests` relayed scrapes at once."""
     app = web.Application()
     app[RUNTIME_KEY] = runtime
+    app[SLOTS_KEY] = ScrapeSlots(max_requests)
     app.router.add_get("/", landing_page)
     for path in ("/metrics", "/metrics/{name}"):
         # HEAD answers from what is known, without an upstream request (aiohttp would run the GET handler).
@@ -73,11 +95,26 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
     upstream = runtime.upstream(name)
     if upstream is None:
         return _text(404, f"unknown upstream {name!r}")
+    slots = request.app[SLOTS_KEY]
+    if not slots.take():
+        upstream.recorder.scrape_rejected()
+        return _text(
+            503,
+            f"too many scrapes at once: the relay serves at most {slots.limit} (--web.max-requests)\n"
+            "what to do: retry later, raise --web.max-requests, or use min_interval so scrapers share bodies",
+        )
+    try:
+        return await _relay(request, upstream, runtime.flights)
+    finally:
+        slots.give_back()
+
+
+async def _relay(request: web.Request, upstream: Upstream, flights: Flights) -> web.StreamResponse:
     scrape = RelayedScrape(request, upstream)
     timeout = effective_timeout(upstream.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
     try:
         async with asyncio.timeout(timeout):
-            await scrape.run(runtime.flights)
+            await scrape.run(flights)
     except TimeoutError:
         error: ScrapeError = DeadlineExceededError(
             f"scrape deadline of {timeout:g}s exceeded",

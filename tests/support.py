@@ -15,9 +15,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from relay.loading import load_config
+from relay.lifecycle import RelayServer, ServeOptions
 from relay.runtime import Runtime
-from relay.server import create_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -149,21 +148,17 @@ class Relay:
 
 
 @asynccontextmanager
-async def running_relay(config_text: str, directory: Path) -> AsyncIterator[Relay]:
+async def running_relay(
+    config_text: str, directory: Path, *, shutdown_grace: float = 5.0, max_requests: int = 0
+) -> AsyncIterator[Relay]:
     """Write `config_text` to a file in `directory` and serve a relay for it on a free port."""
     config_path = directory / "relay.yml"
     config_path.write_text(config_text, encoding="utf-8")
-    runtime = Runtime(config_path=config_path, config=load_config(config_path))
-    await runtime.start()
-    runner = web.AppRunner(create_app(runtime), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield Relay(f"http://127.0.0.1:{runner.addresses[0][1]}", runtime, config_path)
-    finally:
-        await runner.cleanup()
-        await runtime.close()
+    options = ServeOptions(
+        host="127.0.0.1", port=0, shutdown_delay=0, shutdown_grace=shutdown_grace, max_requests=max_requests
+    )
+    async with RelayServer(config_path, options) as server:
+        yield Relay(server.urls[0], server.runtime, config_path)
 
 
 async def trickle(request: web.Request, first: bytes, pause: float) -> web.StreamResponse:
