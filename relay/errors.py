@@ -110,7 +110,7 @@ class ClientTLSMaterialError(ScrapeError):
         self.problem = problem
 
 
-_CHECK_COMMAND = "`metrics-relay --config.check --config.file=...` checks every file without starting"
+_CHECK_COMMAND = "`metrics-relay --config.check --config.file=FILE` checks every file without starting"
 _MATERIAL_ACTIONS = {
     "tls_config.ca_file": "mount the PEM certificate of the CA that signed the upstream's certificate "
     "(ca.crt of the Secret) where tls_config.ca_file points",
@@ -374,12 +374,9 @@ def _certificate_error(error: BaseException, attempt: Attempt, detail: str) -> U
             action = f"set `tls_config.server_name: {choice}` (a name the certificate carries)"
         else:
             cause = f"the upstream's certificate does not name {name} ({checked}) among its alternative names"
-            action = "set tls_config.server_name to a name the certificate carries"
+            action = f"set tls_config.server_name to a name the certificate carries; {_ACK_SERVER_NAME}"
         return UpstreamTLSError(
-            f"upstream certificate is not valid for {name}",
-            detail,
-            cause=cause,
-            action=f"{action}; {_ACK_SERVER_NAME}",
+            f"upstream certificate is not valid for {name}", detail, cause=cause, action=action
         )
     if code in (_X509_CERT_HAS_EXPIRED, _X509_CERT_NOT_YET_VALID):
         when = f" (its end: {_timestamp(presented.not_after)})" if presented is not None else ""
@@ -639,8 +636,8 @@ def content_type_error(content_type: str, expected: str, *, address: str) -> Ups
         f"upstream Content-Type is {content_type or 'missing'!r}, expected {expected!r}",
         f"upstream {address}",
         cause=cause,
-        action="point url at the Prometheus metrics endpoint; `curl --cert ... --key ... URL` shows "
-        "what it answers",
+        action="point url at the Prometheus metrics endpoint; "
+        "`curl --cacert ca.crt --cert tls.crt --key tls.key URL` shows what it answers",
     )
 
 
