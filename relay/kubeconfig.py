@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -272,7 +273,8 @@ class _Files:
     def _read(self, path: object, where: str) -> bytes:
         if not isinstance(path, str):
             raise KubeconfigError(f"{where} must be a file path (a string)")
-        resolved = self.base_dir / path  # an absolute path stays as it is
+        # An absolute path stays as it is; `..` is removed lexically, as Go's filepath.Join does for kubectl.
+        resolved = Path(os.path.normpath(self.base_dir / path))
         try:
             return self.read_file(resolved)
         except FileNotFoundError:
@@ -321,7 +323,7 @@ def _ca_certificates(pem: bytes, where: str) -> tuple[CertificateSummary, ...]:
     try:
         certificates = x509.load_pem_x509_certificates(pem)
     except ValueError:
-        raise KubeconfigError(f"{where}: the certificate authority is not PEM certificates") from None
+        raise KubeconfigError(f"{where}: certificate-authority(-data) holds no PEM certificate") from None
     return tuple(CertificateSummary.of(certificate) for certificate in certificates)
 
 
