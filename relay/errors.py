@@ -65,12 +65,15 @@ class ScrapeError(RelayError):
 
     reason: ClassVar[str] = "unknown"
     status: ClassVar[int] = 502
+    # The cause and advice of this kind of failure where whoever raises it knows no better one.
+    usual_cause: ClassVar[str] = ""
+    usual_action: ClassVar[str] = ""
 
     def __init__(self, message: str, detail: str = "", *, cause: str = "", action: str = "") -> None:
         self.message = message
         self.detail = detail or message
-        self.cause = cause
-        self.action = action
+        self.cause = cause or self.usual_cause
+        self.action = action or self.usual_action
         super().__init__(message)
 
     def explanation(self) -> str:
@@ -147,42 +150,61 @@ class UpstreamConnectError(ScrapeError):
     """No answer could be had from the upstream: DNS, refused, reset, closed."""
 
     reason = "connect"
+    usual_cause = "the upstream could not be reached"
+    usual_action = "check the host and port of url and the network between the relay's pod and it"
 
 
 class UpstreamTLSError(ScrapeError):
     """The TLS handshake failed, or the upstream refused the client certificate."""
 
     reason = "tls"
+    usual_cause = "the TLS handshake with the upstream failed"
+    usual_action = "compare with `openssl s_client -connect HOST:PORT` from the relay's node"
 
 
 class UpstreamStatusError(ScrapeError):
     """The upstream answered with a status other than 200."""
 
     reason = "http_status"
+    usual_cause = "the upstream did not answer with its metrics"
+    usual_action = "look at the upstream's log"
 
 
 class UpstreamContentTypeError(ScrapeError):
     """The upstream's Content-Type is not one the relay can relay."""
 
     reason = "content_type"
+    usual_cause = "the url does not answer in a Prometheus exposition format"
+    usual_action = "point url at the Prometheus metrics endpoint"
 
 
 class UpstreamBodyError(ScrapeError):
     """The upstream body ended before its announced end or broke off."""
 
     reason = "body"
+    usual_cause = "the connection broke before the body's end"
+    usual_action = "look at the upstream's log and at any proxy on the way"
 
 
 class InvalidExpositionError(ScrapeError):
     """The upstream body is not valid text format or OpenMetrics (Prometheus would fail the scrape too)."""
 
     reason = "parse"
+    usual_cause = "the upstream's body has a line Prometheus would refuse too"
+    usual_action = (
+        "fix the exporter's output, or set `on_invalid_line: drop` to skip such lines (they are counted)"
+    )
 
 
 class LimitExceededError(ScrapeError):
     """A configured limit was passed (body_size_limit, sample_limit, ...)."""
 
     reason = "limit"
+    usual_cause = "the body goes past a limit set for this upstream"
+    usual_action = (
+        "raise the limit named above in the upstream's configuration (0 means no limit), "
+        "or have the upstream send less"
+    )
 
 
 class DeadlineExceededError(ScrapeError):
@@ -190,18 +212,29 @@ class DeadlineExceededError(ScrapeError):
 
     reason = "deadline"
     status = 504
+    usual_cause = "the upstream took longer than the scrape's deadline"
+    usual_action = (
+        "raise the upstream's timeout and the scraper's scrape_timeout, or make the upstream answer faster"
+    )
 
 
 class ScraperGoneError(ScrapeError):
     """The scraper went away before its body was complete; recorded, never sent."""
 
     reason = "scraper_gone"
+    usual_cause = "the scraper gave up (its scrape_timeout) or was stopped before its body was complete"
+    usual_action = (
+        "nothing if it is rare; if it repeats, give the scraper a scrape_timeout longer than "
+        "the upstream takes"
+    )
 
 
 class RelayInternalError(ScrapeError):
     """Something the relay did not expect: a bug, logged with its traceback."""
 
     reason = "internal"
+    usual_cause = "a bug in the relay"
+    usual_action = "report it with the log line and its traceback"
 
 
 SCRAPE_ERRORS: tuple[type[ScrapeError], ...] = (
@@ -336,12 +369,7 @@ def translate_client_error(  # noqa: PLR0911 - one return per kind of failure re
             cause=f"the connection to {attempt.address} failed while the request was under way",
             action="look at the upstream's log; the next scrape tries again",
         )
-    return RelayInternalError(
-        f"internal error of the relay ({type(exc).__name__}); see its log",
-        detail,
-        cause="a bug in the relay",
-        action="report it with the log line and its traceback",
-    )
+    return RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log", detail)
 
 
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.errors import (
+    SCRAPE_ERRORS,
     Attempt,
     ClientTLSMaterialError,
     Diagnosis,
@@ -527,6 +528,14 @@ def test_built(make, expected):
     assert cause in error.cause
     assert action in error.action
     assert_presentable(error)
+
+
+@pytest.mark.parametrize("kind", [kind for kind in SCRAPE_ERRORS if kind is not ClientTLSMaterialError])
+def test_every_kind_explains_itself_even_from_a_bare_message(kind):
+    """A failure raised with a message only (as engines and server may) still has a cause and an action."""
+    error = kind(f"{kind.reason} failed")
+    assert_presentable(error)
+    assert error.explanation().startswith(f"{kind.reason} failed\nlikely cause: ")
 
 
 def test_explanation_and_log_fields_say_the_same():
