@@ -141,6 +141,12 @@ class CredentialSource:
         expired = credentials.certificate.problem_at(datetime.now(UTC)) if credentials.certificate else ""
         if expired and self._good is not None:
             raise ClientTLSMaterialError("tls_config.cert_file", expired)
+        if expired:
+            # The first set is taken anyway: the relay serves its own metrics and pages, which say why.
+            log.warning(
+                "using a client certificate outside its validity period; the upstream will likely refuse it",
+                extra={"upstream": self._upstream.name, "error": expired},
+            )
         return credentials
 
     def _keep_last_good(self, exc: ClientTLSMaterialError, fingerprint: str) -> Credentials:

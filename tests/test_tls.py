@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -184,9 +185,9 @@ def test_loaded_at_and_refused_follow_rotation(pki):
     assert source.loaded_at >= first_load
 
 
-def test_a_rotation_to_an_expired_certificate_is_refused(pki):
+def test_a_rotation_to_an_expired_certificate_is_refused(pki, caplog):
     """An expired certificate rotated in is refused and named; the first set of a start-up is taken even if
-    expired (the relay serves and says what is wrong)."""
+    expired (the relay serves and says what is wrong), with a warning in the log."""
     files = pki.client_files()
     source = CredentialSource(upstream_for(files))
     good = source.current()
@@ -198,5 +199,12 @@ def test_a_rotation_to_an_expired_certificate_is_refused(pki):
     assert source.refused.problem == "the client certificate expired at 2021-01-01T00:00:00Z"
 
     at_start = CredentialSource(upstream_for(expired))
-    assert at_start.current().certificate is not None
+    caplog.clear()  # the refusal above was logged too
+    with caplog.at_level(logging.WARNING, logger="relay.tls"):
+        assert at_start.current().certificate is not None
     assert at_start.refused is None
+    (warning,) = caplog.records
+    assert warning.getMessage() == (
+        "using a client certificate outside its validity period; the upstream will likely refuse it"
+    )
+    assert warning.__dict__["error"] == "the client certificate expired at 2021-01-01T00:00:00Z"
