@@ -130,9 +130,9 @@ def secret_material(
     skips_verification = cluster.get("insecure-skip-tls-verify") is True
     if ca_crt is None:
         raise KubeconfigError(_missing_ca(cluster_where, skips_verification=skips_verification))
-    notes = (
-        f"cluster {quoted(cluster_name)} sets insecure-skip-tls-verify; the relay verifies the upstream "
-        "against ca.crt all the same (tls_config.insecure_skip_verify stays false)",
+    skip_note = (
+        f"cluster {quoted(cluster_name)} sets insecure-skip-tls-verify, but it has a CA: with ca.crt the "
+        "relay can verify the upstream, so keep tls_config.insecure_skip_verify false"
     )
     server = cluster.get("server")
     return SecretMaterial(
@@ -145,7 +145,7 @@ def secret_material(
         tls_key=tls_key,
         client_certificate=CertificateSummary.of(_client_pair(tls_crt, tls_key, user_where)),
         ca_certificates=_ca_certificates(ca_crt, cluster_where),
-        notes=notes if skips_verification else (),
+        notes=(skip_note,) if skips_verification else (),
     )
 
 
