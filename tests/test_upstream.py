@@ -19,10 +19,12 @@ import trustme
 from aiohttp import web
 from cryptography import x509
 
+from bench.nginx import mtls_file_server, running_nginx
+from bench.pki import PkiFiles
 from relay.errors import ScrapeError
 from relay.loading import load_config
 from relay.upstream import UpstreamClient
-from tests.support import ClientFiles, Pki, body_handler, config_yaml, running_upstream
+from tests.support import ClientFiles, Pki, body_handler, config_yaml, require_tool, running_upstream
 from tests.test_errors import assert_presentable
 
 BODY = b"# TYPE up gauge\nup 1\n"
@@ -416,3 +418,41 @@ async def test_an_echoed_token_is_redacted_from_the_detail(pki, tmp_path):
     assert error.reason == "http_status"
     assert "bad Bearer <redacted>" in error.detail
     assert_presentable(error, secrets=(token,))
+
+
+def nginx_pki(pki: Pki) -> PkiFiles:
+    """The test's certificates as the files nginx reads."""
+    folder = pki.directory / "nginx-pki"
+    folder.mkdir()
+    files = PkiFiles(
+        *(folder / name for name in ("s.crt", "s.key", "s-ca.crt", "c.crt", "c.key", "c-ca.crt"))
+    )
+    pki.server_cert.cert_chain_pems[0].write_to_path(str(files.server_cert))
+    pki.server_cert.private_key_pem.write_to_path(str(files.server_key))
+    pki.server_ca.cert_pem.write_to_path(str(files.server_ca))
+    pki.client_cert.cert_chain_pems[0].write_to_path(str(files.client_cert))
+    pki.client_cert.private_key_pem.write_to_path(str(files.client_key))
+    pki.client_ca.cert_pem.write_to_path(str(files.client_ca))
+    return files
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("name", ["expired", "missing"])
+async def test_nginx_answers_a_refused_certificate_with_400(pki, tmp_path, name):
+    """nginx (ssl_verify_client on) answers 400 to a missing or expired certificate: the relay says why."""
+    require_tool("nginx")
+    case = REFUSALS[name]
+    files = case.files(pki)
+    body_file = tmp_path / "body.prom"
+    body_file.write_bytes(BODY)
+    server = mtls_file_server(nginx_pki(pki), body_file)
+    async with running_nginx(tmp_path / "nginx", [server]):
+        url = f"https://127.0.0.1:{server.port}/metrics"
+        error = await fetch_failure(url, tmp_path, files, case.settings(pki))
+        (tmp_path / "relay.yml").write_text(config_yaml(url, pki.client_files()), encoding="utf-8")
+        async with aiohttp.ClientSession() as session:
+            client = UpstreamClient(load_config(tmp_path / "relay.yml").upstreams[0], session)
+            assert await read_whole_body(client) == BODY  # the good certificate is served
+    assert (error.reason, error.message) == ("http_status", "upstream answered HTTP 400 Bad Request")
+    assert error.cause == case.cause
+    assert case.action.format(cert_file=files.cert_file if files else "") in error.action
