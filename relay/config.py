@@ -498,9 +498,14 @@ class _Reader:
             self.problem(node, f"{path}.{key}" if path else key, "is required")
         return found
 
-    def pairs(self, node: yaml.MappingNode, path: str) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
+    def pairs(
+        self, node: yaml.MappingNode, path: str, within: frozenset[int] = frozenset()
+    ) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
         """The mapping's own key/value pairs, then those its merge keys (`<<: *a`, `<<: [*a, *b]`) bring
-        in (the first merged mapping wins, as in go-yaml), each marked whether it came by a merge."""
+        in (the first merged mapping wins, as in go-yaml), each marked whether it came by a merge.
+        `within`: the mappings whose merges led here, which a merge must not bring in again."""
+        within = within | {id(node)}
+        where = f"{path}.<<" if path else "<<"
         merges: list[yaml.MappingNode] = []
         for key_node, value_node in node.value:
             if key_node.tag != "tag:yaml.org,2002:merge":
@@ -508,13 +513,16 @@ class _Reader:
                 continue
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for source in sources:
-                if isinstance(source, yaml.MappingNode):
-                    merges.append(source)
-                else:
-                    where = f"{path}.<<" if path else "<<"
+                if not isinstance(source, yaml.MappingNode):
                     self.problem(source, where, "a merge needs a mapping or a list of mappings (*anchors)")
+                elif id(source) in within:
+                    self.problem(
+                        key_node, where, "a mapping cannot merge itself (its anchor is around the merge)"
+                    )
+                else:
+                    merges.append(source)
         for source in merges:
-            for key_node, value_node, _ in self.pairs(source, path):
+            for key_node, value_node, _ in self.pairs(source, path, within):
                 yield key_node, value_node, True
 
     def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:

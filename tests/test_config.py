@@ -375,6 +375,11 @@ BAD_FILES = [
         UPSTREAM + "    tls_config:\n      <<: 1\n",
         "relay.yml:5: upstreams[0].tls_config.<<: a merge needs a mapping or a list of mappings (*anchors)",
     ),
+    (
+        UPSTREAM + "    tls_config: &tls\n      server_name: k\n      <<: *tls\n",
+        "relay.yml:6: upstreams[0].tls_config.<<: a mapping cannot merge itself (its anchor is around the "
+        "merge)",
+    ),
     # --- tls_config
     (
         UPSTREAM + "    tls_config:\n      cert_file: tls/tls.crt\n",
