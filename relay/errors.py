@@ -15,7 +15,9 @@
         ├── ScraperGoneError         scraper_gone  the scraper disconnected or gave up first (counted only)
         └── RelayInternalError       internal      a bug in the relay: logged with its traceback
 
-A ScrapeError's `message` is short, safe to show to a scraper and free of secrets; `detail` goes to the log.
+A ScrapeError's `message` is short, safe to show to a scraper and free of secrets; `cause` and `action` say
+why it most likely happened and what to do (all three go to the 502 body, the landing page and the log);
+`detail` goes to the log only, built from the exception's parts, never from a library's repr.
 """
 
 from __future__ import annotations
@@ -407,7 +409,9 @@ def _certificate_error(error: BaseException, attempt: Attempt, detail: str) -> U
             f"upstream certificate is not valid for {name}", detail, cause=cause, action=action
         )
     if code in (_X509_CERT_HAS_EXPIRED, _X509_CERT_NOT_YET_VALID):
-        when = f" (its end: {_timestamp(presented.not_after)})" if presented is not None else ""
+        when = ""
+        if code == _X509_CERT_HAS_EXPIRED and presented is not None:
+            when = f" (it expired at {_timestamp(presented.not_after)})"
         return UpstreamTLSError(
             f"upstream certificate not trusted: {text}",
             detail,

@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -320,6 +321,21 @@ TRANSLATED: dict[str, Row] = {
         "the system's CAs did not sign the upstream's certificate",
         "openssl s_client -connect 10.0.0.10:6443 -showcerts",
     ),
+    "upstream certificate expired": (
+        lambda: aiohttp.ClientConnectorCertificateError(
+            KEY, handshake_error(client_context(), expired_server())
+        ),
+        Attempt(
+            "10.0.0.10",
+            6443,
+            presented=replace(NAMES, not_after=datetime.datetime(2021, 1, 1, tzinfo=datetime.UTC)),
+        ),
+        "tls",
+        "upstream certificate not trusted: certificate has expired",
+        "outside its validity period (it expired at 2021-01-01T00:00:00Z), or the clock of the relay's "
+        "node is wrong",
+        "have the upstream's certificate renewed",
+    ),
     "body cut off": (
         cut_body,
         ATTEMPT,
@@ -345,6 +361,18 @@ TRANSLATED: dict[str, Row] = {
         "report it",
     ),
 }
+
+
+def expired_server() -> ssl.SSLContext:
+    """An upstream whose own certificate expired at 2021-01-01."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    expired = SERVER_CA.issue_cert(
+        "kubernetes",
+        not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        not_after=datetime.datetime(2021, 1, 1, tzinfo=datetime.UTC),
+    )
+    expired.configure_cert(context)
+    return context
 
 
 def tls12_client() -> ssl.SSLContext:
