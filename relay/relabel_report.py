@@ -1,0 +1,621 @@
+"""What an upstream's relabel rules do: a per-rule summary over a whole body, and one series' trace (pure).
+
+The summary reads a body chunk by chunk as the relay would (the same line framing, checks and
+`on_invalid_line` handling) and counts, for each rule in order, the samples that reach it, those it drops
+and those whose labels it changes, by family. Each series text is traced once: its fate (the rule that
+drops it, the rules that change it, what the relay does after the rules) is kept in a bounded memo, and
+samples are counted per fate, so memory stays bounded by the memo and the number of families, whatever
+the body's size. A sample line is one series: `dropped` and `changed` count samples.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from relay.config import UpstreamConfig
+from relay.errors import InvalidExpositionError, ScrapeError
+from relay.exposition import (
+    LineBlocks,
+    escape_label_value,
+    is_openmetrics_series,
+    opens_quote,
+    parse_metadata,
+    parse_openmetrics_metadata,
+    parse_series,
+    split_openmetrics_tail,
+    split_tail,
+)
+from relay.goregexp import go_lower
+from relay.pyengine import (
+    DUPLICATE_WATCH_LIMIT,
+    missing_eof,
+    openmetrics_line_error,
+    sample_limit_error,
+    split_exemplar,
+)
+from relay.relabel import Labels
+from relay.rules import Rules
+
+TOP_FAMILIES = 5
+"""Families listed per rule: those with the most samples it dropped or changed."""
+SUMMARY_MEMO_SIZE = 100_000
+"""Series texts whose fate a summary remembers (a body rarely repeats one, so the memo stays small)."""
+_FAMILY_LIMIT = 50_000
+_BLANK = re.compile(rb"[ \t]")
+_OTHER_FAMILIES = "(other families)"  # past _FAMILY_LIMIT names, a pathological body's rest is pooled
+
+
+# --- the rules, as people name them --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """One rule as the configuration writes it: its index, action, location and line in the file."""
+
+    index: int
+    action: str
+    location: str
+    line: int | None
+
+    def where(self) -> str:
+        """`upstreams[0].metric_relabel_configs[3] (line 41)`, for people."""
+        return f"{self.location} (line {self.line})" if self.line is not None else self.location
+
+
+def rule_infos(upstream: UpstreamConfig) -> tuple[RuleInfo, ...]:
+    """The upstream's rules in order, as RuleInfo."""
+    return tuple(
+        RuleInfo(index, go_lower(spec.action), spec.location, spec.lines.get(""))
+        for index, spec in enumerate(upstream.metric_relabel_configs)
+    )
+
+
+def format_labels(labels: Labels) -> str:
+    """A label set as `{__name__="x", a="b"}`, for people to read."""
+    return "{" + ", ".join(f'{name}="{escape_label_value(value)}"' for name, value in labels.items()) + "}"
+
+
+# --- one series ------------------------------------------------------------------------------------------
+
+_SERIES_PREFIX = re.compile(rb'[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)?[ \t]*(\{(?:[^"}]|"(?:\\.|[^\\"])*")*\})?')
+_LABEL_ITEM = re.compile(
+    rb'[ \t]*(?:([a-zA-Z_][a-zA-Z0-9_]*)|"((?:\\.|[^\\"])*)")[ \t]*=[ \t]*"((?:\\.|[^\\"])*)"[ \t]*,?'
+)
+_SERIES_EXAMPLES = 'name{a="b"}, {__name__="name",a="b"} or a line of /metrics'
+
+
+def parse_series_argument(text: str) -> tuple[bytes, Labels]:
+    """The series text and labels of `name{a="b"}`, `{__name__="name",a="b"}` or a sample line pasted
+    from /metrics (value, timestamp and exemplar allowed and ignored); ValueError saying what is wrong."""
+    data = text.strip().encode()
+    prefix = _SERIES_PREFIX.match(data)
+    if prefix is None or not (prefix[1] or prefix[2]):
+        raise ValueError(f"expected a series such as {_SERIES_EXAMPLES}, not {text[:80]!r}")
+    series = _with_name_outside(prefix[1], prefix[2]) if prefix[2] else prefix[1]
+    try:
+        labels = parse_series(series).labels
+    except InvalidExpositionError as exc:
+        raise ValueError(f"{exc.message.removeprefix('invalid exposition: ')} in {text[:80]!r}") from None
+    _check_value_part(data[prefix.end() :], text)
+    return series, labels
+
+
+def _with_name_outside(name: bytes | None, braces: bytes) -> bytes:
+    """`{__name__="x",a="b"}` as `{"x",a="b"}` (the form the text format reads); other texts as they are."""
+    body = braces[1:-1]
+    position = 0
+    while position < len(body):
+        item = _LABEL_ITEM.match(body, position)
+        if item is None:
+            break  # not a plain label list: parse_series says what is wrong with it
+        if item[1] == b"__name__" or item[2] == b"__name__":
+            if name is not None:
+                raise ValueError("the metric name is given twice: before the braces and as __name__")
+            rest = (body[:position] + body[item.end() :]).strip(b" \t,")
+            return b'{"' + item[3] + b'"' + (b"," + rest if rest else b"") + b"}"
+        position = item.end()
+    return (name or b"") + braces
+
+
+def _check_value_part(rest: bytes, text: str) -> None:
+    """What may follow a pasted series: nothing, or a value, a timestamp and an exemplar."""
+    value_part = rest.split(b" # ", 1)[0].strip()
+    if not value_part:
+        return
+    tail = b" " + b" ".join(value_part.split())
+    try:
+        split_tail(tail)
+    except InvalidExpositionError:
+        try:
+            split_openmetrics_tail(tail)  # an OpenMetrics line: its timestamp is in (fractional) seconds
+        except InvalidExpositionError:
+            raise ValueError(
+                f"after the series, expected a value and an optional timestamp, not {rest[:60]!r}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One rule's effect on the traced series: the labels before it, and after it (None: dropped)."""
+
+    rule: RuleInfo
+    before: Labels
+    after: Labels | None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the rule changed the label set (dropping is not changing)."""
+        return self.after is not None and self.after != self.before
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesTrace:
+    """A series through every rule of an upstream, up to the one that drops it, and the relay's verdict."""
+
+    upstream: str
+    series: Labels
+    steps: tuple[TraceStep, ...]
+    rule_count: int
+    result: Labels | None  # the labels after every rule; None when dropped
+    dropped_by: RuleInfo | None
+    not_relayed: str  # why the relay leaves out a series the rules kept, or ''
+
+    @property
+    def verdict(self) -> str:
+        """`kept as {…}` or `dropped by rule N (action)`, with what the relay does after the rules."""
+        if self.dropped_by is not None:
+            return f"dropped by rule {self.dropped_by.index} ({self.dropped_by.action})"
+        if self.result is None:
+            return "dropped: the rules left no label"
+        kept = f"kept as {format_labels(self.result)}"
+        return f"{kept}, but not relayed: {self.not_relayed}" if self.not_relayed else kept
+
+
+_NOT_RELAYED = {
+    "invalid_name": "it has no valid metric name after relabeling",
+    "utf8_name": "a name needs UTF-8 quoting, which the text format 0.0.4 cannot carry",
+}
+
+
+def trace_series(rules: Rules, series: bytes, labels: Labels) -> SeriesTrace:
+    """What each of `rules`' rules does to the series (from parse_series_argument)."""
+    infos = rule_infos(rules.upstream)
+    steps = []
+    before = labels
+    dropped_by = None
+    for info, (_, after) in zip(infos, rules.program.trace(labels), strict=False):
+        steps.append(TraceStep(info, before, after))
+        if after is None:
+            dropped_by = info
+            break
+        before = after
+    result = None if dropped_by is not None or not before else before
+    verdict = rules.relabel_series(series)
+    not_relayed = _NOT_RELAYED.get(verdict.drop_reason, "") if result is not None else ""
+    return SeriesTrace(rules.upstream.name, labels, tuple(steps), len(infos), result, dropped_by, not_relayed)
+
+
+def render_trace(trace: SeriesTrace) -> str:
+    """The trace as plain text for a terminal or curl."""
+    lines = [
+        f"upstream {trace.upstream}: {trace.rule_count} rule(s)",
+        f"series   {format_labels(trace.series)}",
+    ]
+    for step in trace.steps:
+        lines.append(f"rule {step.rule.index:<3} {step.rule.action:<9} {step.rule.where()}")
+        if step.after is None:
+            lines.append("         dropped")
+        elif step.changed:
+            lines.append(f"         {label_changes(step.before, step.after)}")
+            lines.append(f"         now {format_labels(step.after)}")
+        else:
+            lines.append("         unchanged")
+    unreached = trace.rule_count - len(trace.steps)
+    if unreached:
+        lines.append(f"         ({unreached} later rule(s) not reached)")
+    if not trace.rule_count:
+        lines.append("no metric_relabel_configs: the series passes unchanged")
+    lines.append(f"verdict  {trace.verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def label_changes(before: Labels, after: Labels) -> str:
+    """`+a="1" -b ~c="2"`: labels added, removed and given another value."""
+    added = [f'+{name}="{escape_label_value(value)}"' for name, value in after.items() if name not in before]
+    removed = [f"-{name}" for name in before if name not in after]
+    changed = [
+        f'~{name}="{escape_label_value(value)}"'
+        for name, value in after.items()
+        if name in before and before[name] != value
+    ]
+    return " ".join(added + removed + changed)
+
+
+def trace_json(trace: SeriesTrace) -> dict[str, Any]:
+    """The trace as a JSON-ready object."""
+    return {
+        "upstream": trace.upstream,
+        "series": trace.series,
+        "steps": [
+            {**_rule_json(step.rule), "before": step.before, "after": step.after, "changed": step.changed}
+            for step in trace.steps
+        ],
+        "result": trace.result,
+        "dropped_by": trace.dropped_by.index if trace.dropped_by is not None else None,
+        "verdict": trace.verdict,
+    }
+
+
+def _rule_json(rule: RuleInfo) -> dict[str, Any]:
+    return {"index": rule.index, "action": rule.action, "location": rule.location, "line": rule.line}
+
+
+# --- a whole body ----------------------------------------------------------------------------------------
+
+
+class _Fate(NamedTuple):
+    """What happens to the samples of one series text; equal fates are counted together."""
+
+    family: str
+    dropped_at: int  # index of the rule that drops it, -1 if none does
+    changed_by: tuple[int, ...]  # the rules that change its labels, before any drop
+    relay_drop: str  # the relay's own reason to leave out a series the rules kept (DROP_REASONS), or ''
+
+
+class _Memo(NamedTuple):
+    fate: _Fate
+    identity: int  # equal for equal output label sets: finds duplicates, as the engines do
+    limit_error: str
+
+
+_INVALID = _Memo(_Fate("", -1, (), "invalid_line"), 0, "")
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyEffect:
+    """How many samples of one family a rule dropped and changed."""
+
+    name: str
+    dropped: int
+    changed: int
+
+    def counts(self) -> str:
+        """`12 dropped, 3 changed`, leaving out a zero."""
+        parts = [f"{self.dropped} dropped"] if self.dropped else []
+        parts += [f"{self.changed} changed"] if self.changed else []
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSummary:
+    """One rule's counts over a body."""
+
+    rule: RuleInfo
+    samples_in: int
+    samples_out: int
+    dropped: int
+    changed: int
+    families: tuple[FamilyEffect, ...]  # the TOP_FAMILIES most affected, most first
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A body relabeled: totals, samples left out by reason, each rule's counts, and what would fail."""
+
+    upstream: str
+    openmetrics: bool
+    samples_in: int
+    samples_out: int  # what the relay would relay
+    dropped: dict[str, int]  # by reason, as metrics_relay_samples_dropped_total counts them
+    rules: tuple[RuleSummary, ...]
+    warnings: tuple[str, ...]  # reasons the relay would fail this scrape (limits)
+
+
+class BodySummarizer:
+    """Reads one body, chunk by chunk, and counts what each rule does; `finish()` gives the Summary.
+
+    Raises InvalidExpositionError or LimitExceededError, with the line number, where the relay would fail
+    the scrape for the body's text (with `on_invalid_line: drop`, invalid lines are counted instead).
+    """
+
+    def __init__(self, rules: Rules, *, openmetrics: bool = False) -> None:
+        self._rules = rules
+        self._infos = rule_infos(rules.upstream)
+        self._openmetrics = openmetrics
+        self._blocks = LineBlocks(rules.limits.line_length_limit)
+        self._tails = rules.openmetrics_tails if openmetrics else rules.tails
+        self._line_number = 0
+        self._ended = False  # OpenMetrics' `# EOF` was read
+        self._memo: dict[bytes, _Memo] = {}
+        self._memo_size = min(rules.memo_size, SUMMARY_MEMO_SIZE)
+        self._fate_pool: dict[_Fate, _Fate] = {}  # one object per distinct fate, shared by the memo's entries
+        self._fates: Counter[_Fate] = Counter()
+        self._families: set[str] = set()
+        self._seen: set[int] = set()
+        self._limit_error = ""
+
+    def feed(self, chunk: bytes) -> None:
+        """Count the samples of the lines that `chunk` completes."""
+        self._read(self._blocks.feed(chunk), final=False)
+
+    def finish(self) -> Summary:
+        """Count the last line, check the body's end, and sum up."""
+        self._read(self._blocks.finish(), final=True)
+        if self._openmetrics and not self._ended:
+            raise _located(missing_eof(), self._line_number)
+        return self._summary()
+
+    def _read(self, lines: list[bytes], *, final: bool) -> None:
+        remaining = iter(lines)
+        for line in remaining:
+            self._line_number += 1
+            try:
+                if not self._line(line, remaining, final=final):
+                    return
+            except ScrapeError as exc:
+                raise _located(exc, self._line_number) from None
+
+    def _line(self, line: bytes, remaining: Iterator[bytes], *, final: bool) -> bool:
+        """Count one line; False when it is the start of a sample that the next chunk continues."""
+        if self._openmetrics and (self._ended or not line or line[0] in b" \t"):
+            raise openmetrics_line_error(line, ended=self._ended)
+        line = line.lstrip(b" \t")
+        if not line:
+            return True
+        if line[0] == ord("#"):
+            self._comment(line)
+            return True
+        if self._openmetrics:
+            line = split_exemplar(line)[0]
+        end = line.rfind(b"}")
+        series, tail = (line[: end + 1], line[end + 1 :]) if end >= 0 else _split_bare(line)
+        try:
+            memo = self._memo.get(series) or self._learn(series)
+        except InvalidExpositionError:
+            if self._openmetrics or not opens_quote(line):
+                raise
+            memo = _INVALID
+        if memo is _INVALID and not self._openmetrics and opens_quote(line):
+            return self._continued(line, remaining, final=final)
+        self._count(memo, tail)
+        return True
+
+    def _continued(self, line: bytes, remaining: Iterator[bytes], *, final: bool) -> bool:
+        """A raw newline inside a quoted label value, which Prometheus' lexer takes: count the joined sample,
+        or hand its lines back to the block reader to read again with the next chunk."""
+        first_line = self._line_number
+        joined = line
+        while opens_quote(joined):
+            following = next(remaining, None)
+            if following is None:
+                if final:
+                    break  # the body ends inside the value: the sample is invalid as it stands
+                self._blocks.push_back(joined)
+                self._line_number = first_line - 1
+                return False
+            self._line_number += 1
+            joined += b"\n" + following
+        end = joined.rfind(b"}")
+        series, tail = (joined[: end + 1], joined[end + 1 :]) if end >= 0 else (joined, b"")
+        self._count(self._memo.get(series) or self._learn(series), tail)
+        return True
+
+    def _comment(self, line: bytes) -> None:
+        if not self._openmetrics:
+            parse_metadata(line)  # raises for a malformed HELP or TYPE line
+        elif parse_openmetrics_metadata(line).kind == b"EOF":
+            self._ended = True
+
+    def _count(self, memo: _Memo, tail: bytes) -> None:
+        fate = memo.fate
+        if fate.relay_drop != "invalid_line":
+            canonical = self._tails.get(tail) or self._rules.learn_tail(tail, openmetrics=self._openmetrics)
+            if canonical is None:  # an invalid value with `on_invalid_line: drop`
+                fate = _INVALID.fate
+            elif fate.dropped_at < 0 and not fate.relay_drop:
+                fate = self._deduplicated(memo)
+        self._fates[fate] += 1
+
+    def _deduplicated(self, memo: _Memo) -> _Fate:
+        """The fate of a kept sample, or its duplicate fate when its labels were already relayed."""
+        if memo.limit_error and not self._limit_error:
+            self._limit_error = memo.limit_error
+        if not self._rules.rewrites_labels:
+            return memo.fate
+        if memo.identity in self._seen:
+            return memo.fate._replace(relay_drop="duplicate")
+        if len(self._seen) < DUPLICATE_WATCH_LIMIT:
+            self._seen.add(memo.identity)
+        return memo.fate
+
+    def _learn(self, series: bytes) -> _Memo:
+        """Trace a series text not seen before; remember it while the memo has room."""
+        rules = self._rules
+        try:
+            labels = parse_series(series).labels
+            if self._openmetrics and not is_openmetrics_series(series):
+                rules.openmetrics_refusal(series)  # raises, unless `on_invalid_line: drop`
+                return _INVALID
+        except InvalidExpositionError:
+            if not rules.drop_invalid_lines:
+                raise
+            return _INVALID
+        dropped_at = -1
+        changed_by = []
+        before = labels
+        for index, (_, after) in enumerate(rules.program.trace(labels)):
+            if after is None:
+                dropped_at = index
+                break
+            if after != before:
+                changed_by.append(index)
+            before = after
+        if dropped_at < 0 and not before:  # no label left: the last change dropped it
+            dropped_at = changed_by.pop()
+        identity, limit_error, relay_drop = 0, "", ""
+        if dropped_at < 0:  # what the relay makes of what the rules kept
+            result = rules.relabel_series(series)
+            identity, limit_error = result.identity, result.limit_error
+            relay_drop = result.drop_reason if result.output is None else ""
+        fate = _Fate(self._family(labels["__name__"]), dropped_at, tuple(changed_by), relay_drop)
+        memo = _Memo(self._fate_pool.setdefault(fate, fate), identity, limit_error)
+        if len(self._memo) < self._memo_size:
+            self._memo[series] = memo
+        return memo
+
+    def _family(self, name: str) -> str:
+        """The family a series is counted in: its metric name, unless the body has too many names."""
+        if name not in self._families:
+            if len(self._families) >= _FAMILY_LIMIT:
+                return _OTHER_FAMILIES
+            self._families.add(name)
+        return name
+
+    def _summary(self) -> Summary:
+        count = len(self._infos)
+        reached = [0] * count
+        dropped = [0] * count
+        changed = [0] * count
+        effects: list[dict[str, list[int]]] = [{} for _ in range(count)]  # family: [dropped, changed]
+        left_out: Counter[str] = Counter()
+        samples_in = 0
+        for fate, samples in self._fates.items():
+            samples_in += samples
+            if fate.relay_drop == "invalid_line":
+                left_out["invalid_line"] += samples
+                continue
+            last = fate.dropped_at if fate.dropped_at >= 0 else count - 1
+            for index in range(last + 1):
+                reached[index] += samples
+            for index in fate.changed_by:
+                changed[index] += samples
+                effects[index].setdefault(fate.family, [0, 0])[1] += samples
+            if fate.dropped_at >= 0:
+                dropped[fate.dropped_at] += samples
+                effects[fate.dropped_at].setdefault(fate.family, [0, 0])[0] += samples
+                left_out["relabel"] += samples
+            elif fate.relay_drop:
+                left_out[fate.relay_drop] += samples
+        rules = tuple(
+            RuleSummary(
+                info,
+                reached[index],
+                reached[index] - dropped[index],
+                dropped[index],
+                changed[index],
+                _top_families(effects[index]),
+            )
+            for index, info in enumerate(self._infos)
+        )
+        samples_out = samples_in - sum(left_out.values())
+        warnings = [self._limit_error] if self._limit_error else []
+        sample_limit = self._rules.limits.sample_limit
+        if sample_limit and samples_out > sample_limit:
+            warnings.append(sample_limit_error(sample_limit).message)
+        return Summary(
+            upstream=self._rules.upstream.name,
+            openmetrics=self._openmetrics,
+            samples_in=samples_in,
+            samples_out=samples_out,
+            dropped={reason: left_out[reason] for reason in sorted(left_out)},
+            rules=rules,
+            warnings=tuple(f"the relay would fail this scrape: {warning}" for warning in warnings),
+        )
+
+
+def _split_bare(line: bytes) -> tuple[bytes, bytes]:
+    """A sample line without braces: the metric name, and what follows it (from the first blank)."""
+    blank = _BLANK.search(line)
+    end = blank.start() if blank is not None else len(line)
+    return line[:end], line[end:]
+
+
+def _top_families(effects: dict[str, list[int]]) -> tuple[FamilyEffect, ...]:
+    ranked = sorted(effects.items(), key=lambda item: (-(item[1][0] + item[1][1]), item[0]))
+    return tuple(FamilyEffect(name, counts[0], counts[1]) for name, counts in ranked[:TOP_FAMILIES])
+
+
+def _located(exc: ScrapeError, line_number: int) -> ScrapeError:
+    """The same error, saying on which line of the body it is."""
+    located = type(exc)(f"line {line_number}: {exc.message}", f"line {line_number}: {exc.detail}")
+    located.cause, located.action = exc.cause, exc.action
+    return located
+
+
+def summary_json(summary: Summary) -> dict[str, Any]:
+    """The summary as INTERFACE.md's JSON object, plus `format`, `dropped`, `warnings`, `families`."""
+    return {
+        "upstream": summary.upstream,
+        "format": "openmetrics" if summary.openmetrics else "text",
+        "samples_in": summary.samples_in,
+        "samples_out": summary.samples_out,
+        "dropped": summary.dropped,
+        "warnings": list(summary.warnings),
+        "rules": [
+            {
+                **_rule_json(rule.rule),
+                "samples_in": rule.samples_in,
+                "samples_out": rule.samples_out,
+                "dropped": rule.dropped,
+                "changed": rule.changed,
+                "families": [
+                    {"name": family.name, "dropped": family.dropped, "changed": family.changed}
+                    for family in rule.families
+                ],
+            }
+            for rule in summary.rules
+        ],
+    }
+
+
+_REASON_WORDS = {
+    "relabel": "dropped by the rules",
+    "duplicate": "duplicates (series the rules made equal)",
+    "invalid_name": "without a valid metric name after the rules",
+    "utf8_name": "with names the text format 0.0.4 cannot carry",
+    "invalid_line": "invalid lines (on_invalid_line: drop)",
+}
+
+
+def render_summary(summary: Summary) -> str:
+    """The summary as a table for a terminal, then each rule's most affected families."""
+    lines = [f"upstream {summary.upstream}: {summary.samples_in} samples in, {summary.samples_out} out"]
+    if summary.dropped:
+        reasons = (
+            f"{count} {_REASON_WORDS.get(reason, reason)}" for reason, count in summary.dropped.items()
+        )
+        lines.append(f"left out: {', '.join(reasons)}")
+    lines.extend(summary.warnings)
+    lines.append("")
+    if not summary.rules:
+        lines.append("no metric_relabel_configs: every valid series passes unchanged")
+        return "\n".join(lines) + "\n"
+    header = ("rule", "action", "samples in", "samples out", "dropped", "changed")
+    rows = [(str(rule.rule.index), rule.rule.action, *map(str, _counts(rule))) for rule in summary.rules]
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+    for row in (header, *rows):
+        cells = (
+            cell.ljust(width) if column == 1 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        lines.append("  ".join(cells).rstrip())
+    for rule in summary.rules:
+        lines.append("")
+        lines.append(f"rule {rule.rule.index} ({rule.rule.action}), {rule.rule.where()}:")
+        effects = [family.counts() for family in rule.families]
+        width = max(map(len, effects), default=0)
+        lines.extend(
+            f"  {effect.rjust(width)}  {family.name}"
+            for effect, family in zip(effects, rule.families, strict=True)
+        )
+        if not rule.families:
+            lines.append("  no sample dropped or changed")
+    return "\n".join(lines) + "\n"
+
+
+def _counts(rule: RuleSummary) -> tuple[int, int, int, int]:
+    return rule.samples_in, rule.samples_out, rule.dropped, rule.changed
