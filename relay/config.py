@@ -225,6 +225,9 @@ _PROMETHEUS_FILE_HINT = (
     "metric_relabel_configs as they are"
 )
 _CAMEL_HINT = "the Prometheus Operator's camelCase name; this file uses Prometheus' snake_case names"
+_MOUNT_HINT = (
+    "the Prometheus Operator names a key of a Secret; here mount the Secret as a volume and name its file"
+)
 _FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "relabel_configs": (
         "metric_relabel_configs",
@@ -236,6 +239,14 @@ _FOREIGN_KEYS: dict[str, tuple[str, str]] = {
         "metric_relabel_configs",
         "relabelings rewrite targets in the Prometheus Operator; the relay rewrites the scraped series, "
         "which is metric_relabel_configs",
+    ),
+    "ca": ("ca_file", _MOUNT_HINT),
+    "cert": ("cert_file", _MOUNT_HINT),
+    "keySecret": ("key_file", _MOUNT_HINT),
+    "bearerTokenSecret": ("bearer_token_file", _MOUNT_HINT),
+    "authorization": (
+        "bearer_token_file",
+        "the relay sends `Authorization: Bearer` with the token read from bearer_token_file",
     ),
     "scrape_timeout": ("timeout", "the relay's name for the time an upstream scrape may take"),
     "scrapeTimeout": ("timeout", _CAMEL_HINT),

@@ -28,12 +28,22 @@ class CheckedConfig:
     credentials: dict[str, Credentials | None]  # None: the upstream's credentials did not load
 
     def summary(self) -> list[str]:
-        """What the configuration sets up, a line per upstream, for `--config.check` to print after OK."""
+        """What the configuration sets up, for `--config.check` to print after OK: a line for the whole (the
+        first client certificate to expire named), then a line per upstream."""
         upstreams = self.config.upstreams
-        lines = [f"{self.config.source}: {len(upstreams)} upstream{'s' if len(upstreams) != 1 else ''}"]
+        rule_count = sum(len(upstream.metric_relabel_configs) for upstream in upstreams)
+        whole = f"{self.config.source}: {_count(len(upstreams), 'upstream')}, {_count(rule_count, 'rule')}"
+        expiring = [
+            (credentials.certificate.not_after, name)
+            for name, credentials in self.credentials.items()
+            if credentials is not None and credentials.certificate is not None
+        ]
+        if expiring:
+            not_after, name = min(expiring)
+            whole += f"; the first client certificate to expire is {name}'s, at {not_after:{_TIME_FORMAT}}"
+        lines = [whole]
         for upstream in upstreams:
-            count = len(upstream.metric_relabel_configs)
-            facts = [upstream.query_url(), f"{count} rule{'s' if count != 1 else ''}"]
+            facts = [upstream.query_url(), _count(len(upstream.metric_relabel_configs), "rule")]
             credentials = self.credentials.get(upstream.name)
             certificate = credentials.certificate if credentials is not None else None
             if certificate is not None:
@@ -45,6 +55,10 @@ class CheckedConfig:
                 facts.append(f"CA valid to {credentials.ca_not_after:{_TIME_FORMAT}}")
             lines.append(f"  {upstream.name}: {', '.join(facts)}")
         return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def load_config(path: Path) -> Config:

@@ -59,7 +59,9 @@ def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
 def relay_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, list[dict[str, str]]]]:
     """Start the relay with JSON logs on a free port; yield it, its base URL and its log lines so far."""
     process = subprocess.Popen(
-        relay_command("--web.listen-address=127.0.0.1:0", "--log.format=json", *args),
+        relay_command(
+            "--web.listen-address=127.0.0.1:0", "--log.format=json", "--web.shutdown-delay=0", *args
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -102,7 +104,10 @@ def test_config_check_ok(good_config):
     result = run_relay(f"--config.file={good_config}", "--config.check")
     assert (result.returncode, result.stderr) == (0, "")
     first, upstream = result.stdout.splitlines()
-    assert first == f"OK: {good_config}: 1 upstream"
+    assert first == (
+        f"OK: {good_config}: 1 upstream, 0 rules; the first client certificate to expire is test's, at "
+        "3000-01-01T00:00:00Z"
+    )
     assert upstream.startswith("  test: https://127.0.0.1:1/metrics, 0 rules, client certificate ")
     assert upstream.endswith(
         " valid 2000-01-01T00:00:00Z to 3000-01-01T00:00:00Z, CA valid to 3000-01-01T00:00:00Z"
@@ -116,7 +121,7 @@ def test_config_check_warns_of_a_repeated_parameter(tmp_path):
     result = run_relay(f"--config.file={path}", "--config.check")
     assert (result.returncode, result.stdout) == (
         0,
-        f"OK: {path}: 1 upstream\n  a: http://h/m?x=1&x=2, 0 rules\n",
+        f"OK: {path}: 1 upstream, 0 rules\n  a: http://h/m?x=1&x=2, 0 rules\n",
     )
     assert result.stderr == (
         f"warning: {path}:4: upstreams[0].params.x: x is in the url's query too, so the request carries it "
@@ -223,7 +228,9 @@ def test_sighup_reloads_and_sigterm_stops_cleanly(good_config):
 def test_logfmt_is_the_default_log_format(good_config):
     """Without --log.format the log lines are logfmt with ts, level and msg."""
     process = subprocess.Popen(
-        relay_command(f"--config.file={good_config}", "--web.listen-address=127.0.0.1:0"),
+        relay_command(
+            f"--config.file={good_config}", "--web.listen-address=127.0.0.1:0", "--web.shutdown-delay=0"
+        ),
         stderr=subprocess.PIPE,
         text=True,
     )

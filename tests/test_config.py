@@ -159,6 +159,9 @@ def client_file_problem(key: str, written: str, message: str) -> str:
 
 
 CAMEL = "the Prometheus Operator's camelCase name; this file uses Prometheus' snake_case names"
+SECRET = (
+    "the Prometheus Operator names a key of a Secret; here mount the Secret as a volume and name its file"
+)
 RULE_KEYS = "action, modulus, regex, replacement, separator, source_labels, target_label"
 ACTIONS = (
     "replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase"
@@ -351,6 +354,26 @@ BAD_FILES = [
         f"relay.yml:5: upstreams[0].tls_config.insecureSkipVerify: unknown key; did you mean "
         f"insecure_skip_verify? ({CAMEL})\nrelay.yml:6: upstreams[0].tls_config.serverName: unknown key; "
         f"did you mean server_name? ({CAMEL})",
+    ),
+    (
+        UPSTREAM
+        + "    tls_config:\n      ca: {secret: {name: s, key: ca.crt}}\n      keySecret: {name: s}\n",
+        f"relay.yml:5: upstreams[0].tls_config.ca: unknown key; did you mean ca_file? ({SECRET})\n"
+        f"relay.yml:6: upstreams[0].tls_config.keySecret: unknown key; did you mean key_file? ({SECRET})",
+    ),
+    (
+        UPSTREAM + "    tls_config:\n      cert: {secret: {name: s, key: tls.crt}}\n",
+        f"relay.yml:5: upstreams[0].tls_config.cert: unknown key; did you mean cert_file? ({SECRET})",
+    ),
+    (
+        UPSTREAM + "    bearerTokenSecret: {name: s, key: token}\n",
+        f"relay.yml:4: upstreams[0].bearerTokenSecret: unknown key; did you mean bearer_token_file? "
+        f"({SECRET})",
+    ),
+    (
+        UPSTREAM + "    authorization: {credentials_file: token}\n",
+        "relay.yml:4: upstreams[0].authorization: unknown key; did you mean bearer_token_file? (the relay "
+        "sends `Authorization: Bearer` with the token read from bearer_token_file)",
     ),
     (
         rule("sourceLabels: [a]", "targetLabel: b"),
@@ -730,7 +753,9 @@ def test_summary_names_upstreams_rules_and_certificates(folder):
     )
     checked = check_file(path)
     first, second, third = checked.summary()
-    assert first == f"{path}: 2 upstreams"
+    assert first == (
+        f"{path}: 2 upstreams, 1 rule; the first client certificate to expire is a's, at 3000-01-01T00:00:00Z"
+    )
     certificate = checked.credentials["a"].certificate  # type: ignore[union-attr] - loaded above
     assert certificate is not None
     assert second.startswith(
@@ -758,6 +783,7 @@ MESSAGE_LISTS = {"refusals", "problems", "warnings"}  # lists whose `append` tak
 MESSAGE_FUNCTIONS = {"_unknown_key_message", "problem_at"}  # what they return is a message
 MESSAGE_CONSTANTS = {
     "_PROMETHEUS_FILE_HINT",
+    "_MOUNT_HINT",
     "_CAMEL_HINT",
     "_FOREIGN_KEYS",
     "_YAML_EXPLANATIONS",
