@@ -8,22 +8,19 @@ keeps the lines its keys stand on (outside equality), so that later checks can l
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from yarl import URL
 
 from relay.errors import ConfigError, Problem
-from relay.units import parse_duration, parse_size
-
-T = TypeVar("T")
+from relay.yamlnodes import NodeReader, in_line_order, yaml_problem
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_LINE_LENGTH_LIMIT = 1 << 20
@@ -150,11 +147,6 @@ class Config:
     """What is allowed but probably not meant (say, a query parameter sent twice)."""
 
 
-def in_line_order(problems: list[Problem]) -> list[Problem]:
-    """Problems sorted by line, those of no line (the file as a whole) first; stable otherwise."""
-    return sorted(problems, key=lambda problem: problem.line or 0)
-
-
 def parse(text: str, *, source: str, base_dir: Path) -> Config:
     """Parse configuration text; raise ConfigError listing every problem with its location."""
     config, problems = read(text, source=source, base_dir=base_dir)
@@ -170,54 +162,24 @@ def read(text: str, *, source: str, base_dir: Path) -> tuple[Config, list[Proble
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        return Config(source=source, upstreams=()), [_yaml_problem(exc)]
+        return Config(source=source, upstreams=()), [yaml_problem(exc)]
     upstreams = reader.upstreams(root)
     config = Config(source=source, upstreams=upstreams, warnings=tuple(in_line_order(reader.warnings)))
     return config, in_line_order(reader.problems)
 
 
-# PyYAML's complaints, said in plain words: (start of its text, the explanation, whether the line is that of
-# the construct being read rather than where reading stopped).
-_YAML_EXPLANATIONS: tuple[tuple[str, str, bool], ...] = (
-    (
-        "could not find expected ':'",
-        "this line is neither `key: value` nor a list item: probably a missing ':' or a missing space "
-        "after it",
-        True,
-    ),
-    (
-        "mapping values are not allowed here",
-        "a ':' where no key can start: probably this line is indented deeper than the key before it, or a "
-        "value holds ': ' and needs quotes",
-        False,
-    ),
-    (
-        "expected <block end>",
-        "wrong indentation: this line does not line up with the keys or list items before it",
-        False,
-    ),
-    ("found character '\\t'", "a tab: YAML indents with spaces only", False),
-    ("found undefined alias", "an alias (*name) needs an anchor (&name) defined before it", False),
-    ("found unexpected end of stream", "a quote opened on this line is never closed", True),
-)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> Problem:
-    problem = str(getattr(exc, "problem", None) or exc)
-    mark = getattr(exc, "problem_mark", None)
-    for start, explanation, at_context in _YAML_EXPLANATIONS:
-        if problem.startswith(start):
-            context = getattr(exc, "context_mark", None)
-            if at_context and context is not None:
-                mark = context
-            problem = f"{problem} ({explanation})"
-            break
-    return Problem("", f"invalid YAML: {problem}", mark.line + 1 if mark is not None else None)
-
-
 # Keys people bring from elsewhere, with what to write here instead (the hint is said after the suggestion).
-_TOP_LEVEL_PROMETHEUS_KEYS = frozenset(
-    {"global", "rule_files", "alerting", "remote_write", "remote_read", "storage", "tracing"}
+_PROMETHEUS_TOP_LEVEL_KEYS = frozenset(
+    {
+        "global",
+        "scrape_configs",
+        "rule_files",
+        "alerting",
+        "remote_write",
+        "remote_read",
+        "storage",
+        "tracing",
+    }
 )
 _PROMETHEUS_FILE_HINT = (
     "this is a Prometheus configuration file; the relay's has only `upstreams:`. For each scrape job to "
@@ -263,45 +225,24 @@ def _keys_of(cls: type) -> set[str]:
     return {item.name for item in dataclasses.fields(cls) if item.compare and item.name != "location"}
 
 
-def _camel_to_snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+class _Reader(NodeReader):
+    """The schema of the relay's configuration file over the located YAML reader."""
 
-
-def _unknown_key_message(key: str, known: set[str]) -> str:
-    """Why `key` is not taken: a suggestion (with a hint for names from elsewhere), else the known keys."""
-    if key in _FOREIGN_KEYS and _FOREIGN_KEYS[key][0] in known:
-        suggestion, hint = _FOREIGN_KEYS[key]
-        return f"unknown key; did you mean {suggestion}? ({hint})"
-    snake = _camel_to_snake(key)
-    if snake != key and snake in known:
-        return f"unknown key; did you mean {snake}? ({_CAMEL_HINT})"
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    if close:
-        return f"unknown key; did you mean {close[0]}?"
-    return f"unknown key (known keys: {', '.join(sorted(known))})"
-
-
-class _Reader:
-    """Walks the YAML node tree so that every problem can name its path and line."""
+    foreign_keys = _FOREIGN_KEYS
+    camel_case_hint = _CAMEL_HINT
 
     def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
-        self.problems: list[Problem] = []
+        super().__init__(base_dir)
         self.warnings: list[Problem] = []
-        self._key_lines: dict[int, dict[str, int]] = {}  # id of a mapping node: the lines of its keys
-        self._constructor = yaml.constructor.SafeConstructor()
+        self._said_prometheus = False
 
-    def problem(self, node: yaml.Node | None, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message, self.line(node)))
-
-    @staticmethod
-    def line(node: yaml.Node | None) -> int | None:
-        return node.start_mark.line + 1 if node is not None else None
-
-    def lines(self, node: yaml.Node) -> dict[str, int]:
-        """The line of each key `mapping` read from `node` (a merged key's where it is written), and ''
-        for the node itself."""
-        return {**self._key_lines.get(id(node), {}), "": node.start_mark.line + 1}
+    def unknown_key(self, key_node: yaml.Node, where: str, key: str, known: set[str]) -> None:
+        if where == key and key in _PROMETHEUS_TOP_LEVEL_KEYS:  # at the top: a pasted Prometheus file
+            if not self._said_prometheus:
+                self.problem(key_node, where, _PROMETHEUS_FILE_HINT)
+            self._said_prometheus = True
+            return
+        super().unknown_key(key_node, where, key, known)
 
     # --- the schema ---------------------------------------------------------------------------------
 
@@ -309,7 +250,7 @@ class _Reader:
         if root is None:
             self.problem(None, "", "the file is empty; it needs `upstreams:` with at least one upstream")
             return ()
-        top = self.mapping(root, "", {"upstreams"}, required={"upstreams"}, top_level=True)
+        top = self.mapping(root, "", {"upstreams"}, required={"upstreams"})
         if "upstreams" not in top:
             return ()
         items = self.sequence(top["upstreams"], "upstreams")
@@ -372,7 +313,7 @@ class _Reader:
                 Problem(
                     f"{path}.params.{key}",
                     f"{key} is in the url's query too, so the request carries it twice; keep one of them",
-                    self._key_lines.get(id(fields["params"]), {}).get(key),
+                    self.key_line(fields["params"], key),
                 )
             )
 
@@ -464,151 +405,3 @@ class _Reader:
             given = {key: value for key, value in values.items() if value is not None}
             rules.append(RelabelRuleSpec(location=where, lines=self.lines(rule_node), **given))
         return tuple(rules)
-
-    # --- scalar and collection readers --------------------------------------------------------------
-
-    def mapping(
-        self,
-        node: yaml.Node,
-        path: str,
-        known: set[str] | None,
-        required: frozenset[str] | set[str] = frozenset(),
-        *,
-        top_level: bool = False,
-    ) -> dict[str, yaml.Node]:
-        """The keys of a mapping node (merge keys applied); unknown, duplicate and missing required keys
-        are problems."""
-        if not isinstance(node, yaml.MappingNode):
-            if not self.is_null(node):
-                self.problem(node, path, f"must be a mapping, not {self.kind(node)}")
-            elif required:
-                self.problem(node, path, f"is empty; needs {', '.join(sorted(required))}")
-            return {}
-        found: dict[str, yaml.Node] = {}
-        key_lines: dict[str, int] = {}
-        said_prometheus = False
-        for key_node, value_node, merged in self.pairs(node, path):
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            where = f"{path}.{key}" if path else str(key)
-            if key is None:
-                self.problem(key_node, path, "keys must be strings")
-            elif key in found:
-                if not merged:  # an explicit key overrides a merged one, as in go-yaml
-                    self.problem(key_node, where, "duplicate key")
-            elif top_level and (key == "scrape_configs" or key in _TOP_LEVEL_PROMETHEUS_KEYS):
-                if not said_prometheus:
-                    self.problem(key_node, where, _PROMETHEUS_FILE_HINT)
-                said_prometheus = True
-            elif known is not None and key not in known:
-                self.problem(key_node, where, _unknown_key_message(key, known))
-            else:
-                found[key] = value_node
-                key_lines[key] = key_node.start_mark.line + 1
-        self._key_lines[id(node)] = key_lines
-        for key in sorted(required - found.keys()):
-            self.problem(node, f"{path}.{key}" if path else key, "is required")
-        return found
-
-    def pairs(
-        self, node: yaml.MappingNode, path: str, within: frozenset[int] = frozenset()
-    ) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
-        """The mapping's own key/value pairs, then those its merge keys (`<<: *a`, `<<: [*a, *b]`) bring
-        in (the first merged mapping wins, as in go-yaml), each marked whether it came by a merge.
-        `within`: the mappings whose merges led here, which a merge must not bring in again."""
-        within = within | {id(node)}
-        where = f"{path}.<<" if path else "<<"
-        merges: list[yaml.MappingNode] = []
-        for key_node, value_node in node.value:
-            if key_node.tag != "tag:yaml.org,2002:merge":
-                yield key_node, value_node, False
-                continue
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-            for source in sources:
-                if not isinstance(source, yaml.MappingNode):
-                    self.problem(source, where, "a merge needs a mapping or a list of mappings (*anchors)")
-                elif id(source) in within:
-                    self.problem(
-                        key_node, where, "a mapping cannot merge itself (its anchor is around the merge)"
-                    )
-                else:
-                    merges.append(source)
-        for source in merges:
-            for key_node, value_node, _ in self.pairs(source, path, within):
-                yield key_node, value_node, True
-
-    def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.SequenceNode):
-            return list(node.value)
-        if not self.is_null(node):
-            self.problem(node, path, f"must be a list, not {self.kind(node)}")
-        return []
-
-    def string_list(self, node: yaml.Node, path: str) -> Iterator[str]:
-        for index, item in enumerate(self.sequence(node, path)):
-            value = self.string(item, f"{path}[{index}]", empty_ok=True)
-            if value is not None:
-                yield value
-
-    def string(self, node: yaml.Node, path: str, *, empty_ok: bool = False) -> str | None:
-        # Like Prometheus (go-yaml), a scalar given for a string field is taken as its text: `regex: 1`.
-        if not isinstance(node, yaml.ScalarNode) or (self.is_null(node) and not empty_ok):
-            self.problem(node, path, f"must be a string, not {self.kind(node)}")
-            return None
-        if self.is_null(node):
-            return ""
-        if not node.value and not empty_ok:
-            self.problem(node, path, "must not be empty")
-            return None
-        return str(node.value)
-
-    def path(self, node: yaml.Node, path: str) -> Path | None:
-        text = self.string(node, path)
-        return self.base_dir / text if text is not None else None
-
-    def boolean(self, node: yaml.Node, path: str) -> bool | None:
-        return self.typed(node, path, bool, "true or false")
-
-    def count(self, node: yaml.Node, path: str) -> int | None:
-        value = self.typed(node, path, int, "a whole number")
-        if value is not None and value < 0:
-            self.problem(node, path, "must not be negative")
-            return None
-        return value
-
-    def duration(self, node: yaml.Node, path: str) -> float | None:
-        return self.parsed(node, path, parse_duration)
-
-    def size(self, node: yaml.Node, path: str) -> int | None:
-        return self.parsed(node, path, parse_size)
-
-    def parsed(self, node: yaml.Node, path: str, parser: Callable[[str], T]) -> T | None:
-        text = self.string(node, path)
-        if text is None:
-            return None
-        try:
-            return parser(text)
-        except ValueError as exc:
-            self.problem(node, path, str(exc))
-            return None
-
-    def typed(self, node: yaml.Node, path: str, kind: type[T], wanted: str) -> T | None:
-        value = self._constructor.construct_object(node) if isinstance(node, yaml.ScalarNode) else None
-        # bool is an int in Python; a YAML `true` is no count.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.problem(node, path, f"must be {wanted}, not {self.kind(node)}")
-            return None
-        return value
-
-    @staticmethod
-    def is_null(node: yaml.Node) -> bool:
-        return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-    @staticmethod
-    def kind(node: yaml.Node) -> str:
-        if isinstance(node, yaml.MappingNode):
-            return "a mapping"
-        if isinstance(node, yaml.SequenceNode):
-            return "a list"
-        if node.tag == "tag:yaml.org,2002:null":
-            return "empty"
-        return f"{node.tag.rsplit(':', 1)[-1]} {node.value!r}"

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from relay import config as config_module
-from relay.config import Config, UpstreamConfig, in_line_order
+from relay.config import Config, UpstreamConfig
 from relay.errors import ConfigError, Problem
 from relay.rules import Rules
 from relay.tls import Credentials, check_all, setting_line, shown_path
+from relay.yamlnodes import in_line_order
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

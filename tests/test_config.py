@@ -777,10 +777,10 @@ def test_validity_is_no_problem_when_not_strict(folder):
 
 # --- every message is in the table -------------------------------------------------------------------
 
-SOURCES = ("config.py", "loading.py", "relabel.py", "goregexp.py", "tls.py", "units.py")
+SOURCES = ("config.py", "yamlnodes.py", "loading.py", "relabel.py", "goregexp.py", "tls.py", "units.py")
 MESSAGE_CALLS = {"problem", "Problem", "ClientTLSMaterialError", "CredentialProblem", "ValueError"}
 MESSAGE_LISTS = {"refusals", "problems", "warnings"}  # lists whose `append` takes a message
-MESSAGE_FUNCTIONS = {"_unknown_key_message", "problem_at"}  # what they return is a message
+MESSAGE_FUNCTIONS = {"unknown_key_message", "problem_at"}  # what they return is a message
 MESSAGE_CONSTANTS = {
     "_PROMETHEUS_FILE_HINT",
     "_MOUNT_HINT",
