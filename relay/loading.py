@@ -108,16 +108,6 @@ def compile_rules(config: Config, current: dict[str, Rules]) -> dict[str, Rules]
     return rules
 
 
-def credential_problems(config: Config, now: datetime | None = None) -> list[Problem]:
-    """Every upstream's credential files loaded once: every problem found (a client certificate outside
-    its validity period at `now` too), located like config errors."""
-    problems: list[Problem] = []
-    for upstream in config.upstreams:
-        _, found = _check_credentials(upstream, now or datetime.now(UTC))
-        problems.extend(problem for problem, _ in found)
-    return in_line_order(problems)
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.errors import ConfigError
-from relay.loading import check_file, compile_rules, credential_problems, load_checked, load_config
+from relay.loading import check_file, compile_rules, load_checked, load_config
 from tests.support import Pki, config_yaml
 
 RULES = "    metric_relabel_configs:\n      - source_labels: [a]\n        action: drop\n"
@@ -26,13 +26,13 @@ def expired_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_start_up_takes_an_expired_certificate_and_reports_it(expired_config):
-    """Start-up loads the file (the relay serves and says what is wrong); the report names the certificate."""
-    config = load_config(expired_config)
-    assert [problem.render("relay.yml") for problem in credential_problems(config)] == [
-        f'relay.yml:6: upstreams[0].tls_config.cert_file: "{expired_config.parent}/client/tls.crt": '
-        "the client certificate expired at 2021-01-01T00:00:00Z"
-    ]
+def test_start_up_takes_an_expired_certificate(expired_config):
+    """Start-up loads the file with an expired certificate (the relay serves and says what is wrong; tls.py
+    logs it when the set loads)."""
+    assert (
+        load_config(expired_config).upstreams[0].tls_config.cert_file
+        == expired_config.parent / "client/tls.crt"
+    )
 
 
 def test_reload_refuses_an_expired_certificate(expired_config):
