@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import __version__, logs, pipeline
+from relay import __version__, logs, pipeline, relabel_test_command
 from relay.errors import ConfigError
 from relay.loading import check_file, load_config
 from relay.runtime import Runtime
@@ -184,7 +184,10 @@ metrics-relay demo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `metrics-relay` and `python -m relay`."""
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["relabel-test"]:
+        return relabel_test_command.main(arguments[1:])
+    args = parse_args(arguments)
     logs.configure(args.log_level, args.log_format)
     if args.config_check:
         return check_config(args.config_file)

@@ -11,16 +11,14 @@ import time
 
 from aiohttp import web
 
-from relay import landing
+from relay import debug_pages, landing
 from relay.errors import (
     ConfigError,
     DeadlineExceededError,
-    InvalidExpositionError,
     RelayInternalError,
     ScrapeError,
     ScraperGoneError,
 )
-from relay.exposition import escape_label_value, parse_series
 from relay.flight import Flights
 from relay.health import ScrapeOutcome
 from relay.negotiation import response_content_type, scraper_preferences
@@ -66,7 +64,7 @@ def create_app(runtime: Runtime, *, max_requests: int = 0) -> web.Application:
         app.router.add_get(path, relay_metrics, allow_head=False)
         app.router.add_route("HEAD", path, relay_metrics_head)
     app.router.add_get("/relay/metrics", self_metrics)
-    app.router.add_get("/relay/relabel", relabel_trace)
+    debug_pages.add_routes(app, runtime)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
@@ -238,31 +236,6 @@ async def self_metrics(request: web.Request) -> web.Response:
     preferences = scraper_preferences(request.headers.get("Accept", ""))
     body, content_type = request.app[RUNTIME_KEY].metrics.exposition(preferences.openmetrics)
     return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-async def relabel_trace(request: web.Request) -> web.Response:
-    """What each rule does to one series: `?upstream=NAME&series=name{a="b"}` (default: first upstream)."""
-    upstream = request.app[RUNTIME_KEY].upstream(request.query.get("upstream"))
-    series = request.query.get("series", "")
-    if upstream is None:
-        return _text(404, f"unknown upstream {request.query.get('upstream')!r}")
-    if not series:
-        return _text(400, 'give the series to trace: ?series=name{a="b"}')
-    try:
-        labels = parse_series(series.encode()).labels
-    except InvalidExpositionError as exc:
-        return _text(400, exc.detail)
-    lines = [f"input: {format_labels(labels)}"]
-    for location, result in upstream.rules.program.trace(labels):
-        lines.append(f"{location}: {'dropped' if result is None else format_labels(result)}")
-    if len(lines) == 1:
-        lines.append("no metric_relabel_configs: the series passes unchanged")
-    return _text(200, "\n".join(lines))
-
-
-def format_labels(labels: dict[str, str]) -> str:
-    """A label set as `{name="value", ...}`, `__name__` included, for people to read."""
-    return "{" + ", ".join(f'{name}="{escape_label_value(value)}"' for name, value in labels.items()) + "}"
 
 
 async def healthy(_request: web.Request) -> web.Response:

@@ -273,35 +273,6 @@ def test_an_expired_certificate_never_replaces_a_good_one(pki):
     assert source.current() is good
 
 
-async def test_relabel_trace_shows_which_rule_dropped_a_series(pki, tmp_path):
-    """/relay/relabel lists each rule's output for a series, up to the rule that dropped it."""
-    rules = (
-        "    metric_relabel_configs:\n      - target_label: cluster\n        replacement: one\n"
-        "      - source_labels: [verb]\n        regex: WATCH\n        action: drop\n"
-    )
-    async with (
-        running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
-        running_relay(config_yaml(upstream.url, pki.client_files(), rules), tmp_path) as relay,
-        aiohttp.ClientSession() as session,
-    ):
-        url = f"{relay.base_url}/relay/relabel"
-        async with session.get(url, params={"series": 'apiserver_request_total{verb="WATCH"}'}) as response:
-            trace = await response.text()
-        async with session.get(url, params={"series": "a{b='c'}"}) as response:
-            bad = (response.status, await response.text())
-        async with session.get(url, params={"upstream": "nope", "series": "a"}) as response:
-            unknown = response.status
-    assert trace.splitlines() == [
-        'input: {__name__="apiserver_request_total", verb="WATCH"}',
-        "upstreams[0].metric_relabel_configs[0]: "
-        '{__name__="apiserver_request_total", verb="WATCH", cluster="one"}',
-        "upstreams[0].metric_relabel_configs[1]: dropped",
-    ]
-    assert bad[0] == 400
-    assert "expected a quoted label value" in bad[1]
-    assert unknown == 404
-
-
 def certificate_with_a_broken_key(cert: trustme.LeafCert) -> bytes:
     """The certificate's PEM with its public key point zeroed: it parses, its key does not."""
     certificate = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
