@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
+import ipaddress
 import os
 import re
 import shlex
@@ -12,12 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from relay.config import Config, parse
+from relay.__main__ import parse_args
+from relay.config import Config, UpstreamConfig, parse
+from relay.units import parse_duration
 from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +33,7 @@ RELAY_CONFIGS = sorted(
 )
 ACK_ONE_EXAMPLE = ROOT / "config" / "ack-one.yml"
 SCRAPE_CONFIGS = DEPLOY / "scrape-configs"
+SERVICE_MONITOR = DEPLOY / "servicemonitor.yaml"
 
 # The newest Kubernetes whose schemas kubernetes-validate bundles: manifests should not lag behind it.
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
@@ -38,6 +44,28 @@ CLIENT_TLS_SECRET = "metrics-relay-client-tls"
 CLIENT_TLS_DIR = "/etc/metrics-relay/tls"
 CLIENT_TLS_KEYS = ("ca.crt", "tls.crt", "tls.key")
 SCRAPE_JOBS = {"ack-control-plane": "/metrics", "metrics-relay": "/relay/metrics"}
+RELAY_PORT = 9795
+
+# The two values a user changes, and the overlay that shows how: the base's placeholders and the example's.
+BASE_SLB_ADDRESS = "10.0.0.10"
+EXAMPLE_OVERLAY = Path("overlays/standalone")
+EXAMPLE_SLB_ADDRESS = "172.16.0.100"
+EXAMPLE_SECRET = "ack-one-aggregator-client"
+EXAMPLE_NAMESPACE = "monitoring"
+# Where scrapers may come from unless an overlay says otherwise, and where the cluster DNS answers.
+SCRAPER_NAMESPACE_SELECTOR = {"kubernetes.io/metadata.name": "monitoring"}
+DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
+# Memory, from bench/RESULTS.md (compiled engine): a streaming relay peaks at about 85 MiB before its memo
+# (55 MiB idle; 86-90 MiB streaming 1 GiB with a small memo), an entry of a keep/drop memo costs about 48 B,
+# and the worst case measured (every series rewritten, 355k entries, 64 MB unique body) peaked at 180.5 MiB.
+STREAMING_PEAK_MIB = 85
+MEMO_ENTRY_BYTES = 48
+WORST_MEASURED_PEAK_MIB = 180.5
+MIB = 1 << 20
 
 # apiserver_request_duration_seconds bucket layouts: the 40 buckets of older Kubernetes releases, and the
 # trimmed layout of current ones (as in ../shared/fixtures/kube-apiserver-1.3*.prom). The example's first
@@ -100,6 +128,26 @@ def mount_for(container: Manifest, path: str) -> Manifest:
     found = [m for m in container.get("volumeMounts", []) if m["mountPath"] == path]
     assert len(found) == 1, f"expected one volume mounted at {path}, found {len(found)}"
     return found[0]
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity written in Mi or Gi, in MiB."""
+    match = re.fullmatch(r"([0-9.]+)(Mi|Gi)", quantity)
+    assert match, f"memory quantity {quantity!r} is not written in Mi or Gi"
+    return float(match[1]) * (1024 if match[2] == "Gi" else 1)
+
+
+def relay_pods(kustomization: Path) -> list[tuple[tuple[Manifest, ...], Manifest]]:
+    """(everything rendered, pod spec) for each Deployment of a kustomization; at least one."""
+    objects = render(kustomization)
+    pods = [(objects, obj["spec"]["template"]["spec"]) for obj in objects if obj["kind"] == "Deployment"]
+    assert pods, f"{kustomization} renders no Deployment"
+    return pods
+
+
+def without_url(upstreams: tuple[UpstreamConfig, ...]) -> list[UpstreamConfig]:
+    """The upstreams with their address blanked: what an overlay's configuration shares with the example."""
+    return [dataclasses.replace(upstream, url="") for upstream in upstreams]
 
 
 def parse_file(path: Path) -> Config:
@@ -173,9 +221,15 @@ def test_manifests_validate_against_kubernetes_schemas(kustomization: Path):
 
 @pytest.mark.peer
 def test_base_renders_relay_objects_without_namespace_or_secret():
-    """The base is a ServiceAccount, ConfigMap, Deployment and Service, with no namespace and no Secret."""
+    """The base renders the relay's five objects (a NetworkPolicy among them), no namespace, no Secret."""
     objects = render(Path("base"))
-    assert sorted(obj["kind"] for obj in objects) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert sorted(obj["kind"] for obj in objects) == [
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "Service",
+        "ServiceAccount",
+    ]
     assert all("namespace" not in obj["metadata"] for obj in objects)
     assert only(objects, "ServiceAccount")["automountServiceAccountToken"] is False
     assert only(objects, "Deployment")["spec"]["replicas"] == 1
@@ -252,7 +306,9 @@ def test_client_certificate_secret_is_mounted_read_only(kustomization: Path):
         assert mount["readOnly"] is True
         assert "subPath" not in mount
         secret = volume(pod_spec, mount["name"])["secret"]
-        assert secret["secretName"] == CLIENT_TLS_SECRET
+        assert secret["secretName"] == (
+            EXAMPLE_SECRET if kustomization == EXAMPLE_OVERLAY else CLIENT_TLS_SECRET
+        )
         assert "items" not in secret
         # Secret files belong to root and the pod's fsGroup: with mode 0440 the relay reads them through
         # its group, which must therefore be the fsGroup (mode 0400 would lock the non-root relay out).
@@ -308,6 +364,117 @@ def test_sidecar_relay_is_reachable_only_over_loopback(tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.peer
+def test_example_overlay_sets_the_slb_address_and_the_secret_name():
+    """The example overlay changes the base's two values where they act: the ConfigMap's URL, the Secret
+    in the pod's volume and the NetworkPolicy's egress CIDR; the base's placeholders are gone."""
+    objects = render(EXAMPLE_OVERLAY)
+    ((_, pod_spec),) = relay_pods(EXAMPLE_OVERLAY)
+    config_path, text = relay_config_in_pod(objects, pod_spec)
+    config = parse(text, source=config_path, base_dir=Path(config_path).parent)
+    assert [upstream.url for upstream in config.upstreams] == [f"https://{EXAMPLE_SLB_ADDRESS}:6443/metrics"]
+    tls_volume = volume(pod_spec, mount_for(relay_container(pod_spec), CLIENT_TLS_DIR)["name"])
+    assert tls_volume["secret"] == {"secretName": EXAMPLE_SECRET, "defaultMode": 0o440}
+    egress = only(objects, "NetworkPolicy")["spec"]["egress"]
+    assert egress[0]["to"] == [{"ipBlock": {"cidr": f"{EXAMPLE_SLB_ADDRESS}/32"}}]
+    assert {obj["metadata"].get("namespace") for obj in objects} == {EXAMPLE_NAMESPACE}
+    rendered = yaml.safe_dump_all(objects)
+    assert BASE_SLB_ADDRESS not in rendered
+    assert CLIENT_TLS_SECRET not in rendered
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", [Path("base"), EXAMPLE_OVERLAY], ids=str)
+def test_network_policy_admits_scrapers_and_reaches_only_the_upstream_and_dns(kustomization: Path):
+    """Scrapers reach the relay's port from the monitoring namespace only; the relay reaches its upstream's
+    address and port and the cluster DNS (UDP and TCP 53), nothing else."""
+    objects = render(kustomization)
+    ((_, pod_spec),) = relay_pods(kustomization)
+    policy = only(objects, "NetworkPolicy")["spec"]
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": SCRAPER_NAMESPACE_SELECTOR}}],
+            "ports": [{"protocol": "TCP", "port": RELAY_PORT}],
+        }
+    ]
+    assert [port["containerPort"] for port in relay_container(pod_spec)["ports"]] == [RELAY_PORT]
+
+    config_path, text = relay_config_in_pod(objects, pod_spec)
+    config = parse(text, source=config_path, base_dir=Path(config_path).parent)
+    upstream_rule, dns_rule = policy["egress"]
+    addresses = [urlsplit(upstream.url) for upstream in config.upstreams]
+    networks = [ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in upstream_rule["to"]]
+    assert all(network.num_addresses == 1 for network in networks), "the egress rule opens more than the SLB"
+    assert {ipaddress.ip_address(address.hostname or "") for address in addresses} == {
+        network.network_address for network in networks
+    }
+    assert upstream_rule["ports"] == [
+        {"protocol": "TCP", "port": port} for port in {a.port for a in addresses}
+    ]
+    assert dns_rule == {
+        "to": [DNS_PEER],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=str)
+def test_relay_drains_before_the_pod_is_killed(kustomization: Path):
+    """The relay's own flags make it linger unready, then drain, all within terminationGracePeriodSeconds;
+    no preStop hook (the image need not have a shell or `sleep`)."""
+    for _, pod_spec in relay_pods(kustomization):
+        container = relay_container(pod_spec)
+        settings = parse_args(container["args"])
+        # A delay of 0 would close the listener while Services still send scrapes to the pod.
+        assert settings.shutdown_delay > 0
+        assert pod_spec["terminationGracePeriodSeconds"] > settings.shutdown_delay + settings.shutdown_grace
+        assert "lifecycle" not in container
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=str)
+def test_relay_memory_is_sized_for_its_memo(kustomization: Path):
+    """The memory request covers the benchmark's streaming peak with the configured memo full, the limit the
+    worst case the benchmark measured with room to spare, and no CPU limit throttles a big first scrape."""
+    for objects, pod_spec in relay_pods(kustomization):
+        resources = relay_container(pod_spec)["resources"]
+        config_path, text = relay_config_in_pod(objects, pod_spec)
+        config = parse(text, source=config_path, base_dir=Path(config_path).parent)
+        memo_mib = sum(upstream.relabel_cache_size for upstream in config.upstreams) * MEMO_ENTRY_BYTES / MIB
+        assert STREAMING_PEAK_MIB + memo_mib <= mebibytes(resources["requests"]["memory"])
+        assert 0.8 * mebibytes(resources["limits"]["memory"]) >= WORST_MEASURED_PEAK_MIB
+        assert "cpu" not in resources["limits"]
+
+
+@pytest.mark.peer
+def test_service_monitor_scrapes_both_jobs_through_the_relay_service():
+    """The optional ServiceMonitor selects the base's Service and scrapes /metrics and /relay/metrics on its
+    port under the static configs' job names, without TLS; no kustomization includes it."""
+    monitor = yaml.safe_load(SERVICE_MONITOR.read_text(encoding="utf-8"))
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(monitor["spec"]) == {"selector", "endpoints"}
+    service = only(render(Path("base")), "Service")
+    assert set(monitor["spec"]["selector"]) == {"matchLabels"}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    service_ports = {port["name"] for port in service["spec"]["ports"]}
+    jobs = {}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "relabelings"}, endpoint
+        assert endpoint["port"] in service_ports
+        assert parse_duration(endpoint["scrapeTimeout"]) < parse_duration(endpoint["interval"])
+        (job_rule,) = endpoint["relabelings"]
+        assert set(job_rule) == {"targetLabel", "replacement"}
+        assert job_rule["targetLabel"] == "job"
+        jobs[job_rule["replacement"]] = endpoint["path"]
+    assert jobs == SCRAPE_JOBS
+    # Clusters without the Operator have no ServiceMonitor kind: applying it there would fail.
+    assert not [obj for path in KUSTOMIZATIONS for obj in render(path) if obj["kind"] == "ServiceMonitor"]
+
+
 # --- relay configurations -------------------------------------------------------------------------------
 
 
@@ -324,8 +491,20 @@ def test_example_configuration_parses(path: Path):
     ids=lambda path: str(path.relative_to(ROOT)),
 )
 def test_deployed_configuration_equals_the_ack_one_example(path: Path):
-    """The configurations under deploy/ say exactly what config/ack-one.yml says, comments aside."""
-    assert parse_file(path).upstreams == parse_file(ACK_ONE_EXAMPLE).upstreams
+    """The configurations under deploy/ say what config/ack-one.yml says, but for comments and the address."""
+    assert without_url(parse_file(path).upstreams) == without_url(parse_file(ACK_ONE_EXAMPLE).upstreams)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [DEPLOY / "base" / "config.yml", DEPLOY / "overlays" / "sidecar" / "config.yml"],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_base_configurations_keep_the_example_address(path: Path):
+    """Only overlays change the address: the base and the self-contained sidecar keep the example's."""
+    assert [u.url for u in parse_file(path).upstreams] == [
+        u.url for u in parse_file(ACK_ONE_EXAMPLE).upstreams
+    ]
 
 
 def test_ack_one_example_targets_the_metrics_aggregator():
@@ -338,6 +517,8 @@ def test_ack_one_example_targets_the_metrics_aggregator():
         Path(CLIENT_TLS_DIR, k) for k in CLIENT_TLS_KEYS
     )
     assert tls.insecure_skip_verify is False
+    # The aggregator's serving certificate names `kubernetes`, not the SLB IP of the URL.
+    assert tls.server_name == "kubernetes"
 
 
 def test_minimal_example_resolves_files_next_to_itself():
