@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import pytest
 
+from relay import landing
 from relay.landing import human_bytes, human_duration, relative_time
 from tests.support import (
     ClientFiles,
@@ -320,3 +321,26 @@ async def test_refused_rotation_shows_its_reason(tmp_path, rotation, reason):
         section.rows["credentials"],
     )
     assert "expires in" in section.rows["client certificate"]  # the good set's certificate
+
+
+@pytest.mark.parametrize(
+    ("days_left", "marking", "told"),
+    [
+        (30, "", "expires in 30 days"),
+        (3, ' class="warn"', "expires in 3 days"),
+        (-1, ' class="bad"', "expired 1 day ago"),
+    ],
+)
+async def test_certificate_expiry_is_marked_as_it_nears(tmp_path, days_left, marking, told):
+    """Under 7 days left (as the alert) the expiry is marked amber, once past it red."""
+    pki = Pki(tmp_path)
+    async with (
+        running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+    ):
+        not_after = relay.runtime.upstreams["test"].client.credentials.last_good.certificate.not_after
+        html = landing.render(relay.runtime, now=not_after.timestamp() - days_left * DAY)
+    row = re.search(r"<dt>client certificate</dt><dd>(.*?)</dd>", html)
+    assert row is not None
+    verb, _, moment = told.partition(" ")
+    assert re.search(rf'{verb} <time datetime="[^"]+" title="[^"]+"{marking}>{moment}</time>', row[1])
