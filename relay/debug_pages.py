@@ -215,7 +215,7 @@ def _summary_page(upstream: Upstream, summary: Summary, took: float) -> str:
     )
     warnings = "".join(f'<p class="dropped">{escape(warning)}</p>\n' for warning in summary.warnings)
     body = f"""<h1>{escape(title)}</h1>
-<p>One fresh scrape of <code>{escape(upstream.config.url)}</code>
+<p>One fresh scrape of <code>{escape(upstream.config.query_url())}</code>
 ({"OpenMetrics" if summary.openmetrics else "text format"}, {took:.2f} s).</p>
 <p><strong>{summary.samples_in}</strong> samples in, <strong>{summary.samples_out}</strong> relayed;
 left out, by reason: {escape(left_out)}.</p>

@@ -34,6 +34,7 @@ from tests.test_relabel_report import KUBE_RULES
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 BODY = b'# TYPE http_requests_total counter\nhttp_requests_total{verb="LIST"} 3\ngo_goroutines 12\n'
 RELABEL_TEST = (sys.executable, "-m", "relay", "relabel-test")
+PARAMS = '    params:\n      hosting: ["true"]\n'
 ORACLE_FIXTURES = {
     "apiserver": "kube-apiserver-1.35-minikube.prom",
     "scheduler": "kube-scheduler-1.35-minikube.prom",
@@ -148,12 +149,13 @@ async def test_summary_page_is_plain_escaped_html(pki, tmp_path):
     """The page is HTML without external assets, with the counts and the links to JSON and the trace."""
     async with (
         running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
-        running_relay(config_yaml(upstream.url, pki.client_files(), KUBE_RULES), tmp_path) as relay,
+        running_relay(config_yaml(upstream.url, pki.client_files(), KUBE_RULES + PARAMS), tmp_path) as relay,
     ):
         status, content_type, page = await get(f"{relay.base_url}/relay/debug/relabel/test", BROWSER_ACCEPT)
         text = await get(f"{relay.base_url}/relay/debug/relabel/test", format="text")
     assert (status, content_type) == (200, "text/html")
     assert page.startswith("<!DOCTYPE html>")
+    assert f"<code>{upstream.url}?hosting=true</code>" in page
     assert "<script" not in page
     assert "src=" not in page
     assert "<link" not in page
