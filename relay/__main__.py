@@ -1,4 +1,4 @@
-"""The command line: flags, logging, the event loop (uvloop when present), signals, the demo."""
+"""The command line: flags, subcommands, logging, the event loop (uvloop when present), the demo."""
 
 from __future__ import annotations
 
@@ -6,26 +6,28 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from aiohttp import web
-
-from relay import __version__, logs, pipeline, relabel_test_command
+from relay import __version__, logs, relabel_test_command
 from relay.errors import ConfigError
-from relay.loading import check_file, load_config
-from relay.runtime import Runtime
-from relay.server import create_app
+from relay.inbound import load_web_config
+from relay.lifecycle import (
+    DEFAULT_SHUTDOWN_DELAY_SECONDS,
+    DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    RelayServer,
+    ServeOptions,
+    serve,
+)
+from relay.loading import check_file
+from relay.units import parse_duration
 
 log = logging.getLogger("relay")
 
 DEFAULT_LISTEN_ADDRESS = ":9795"
 DEMO_LISTEN_ADDRESS = "127.0.0.1:9795"
-SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,6 +64,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start an embedded mTLS aggregator stand-in and a relay pointed at it",
     )
+    parser.add_argument(
+        "--web.shutdown-delay",
+        dest="shutdown_delay",
+        type=_duration_flag,
+        default=DEFAULT_SHUTDOWN_DELAY_SECONDS,
+        metavar="DURATION",
+        help="after SIGTERM, keep serving (not ready) this long before closing the listener, so that "
+        f"endpoints drop the pod first (default {DEFAULT_SHUTDOWN_DELAY_SECONDS:g}s)",
+    )
+    parser.add_argument(
+        "--web.shutdown-grace-period",
+        dest="shutdown_grace",
+        type=_duration_flag,
+        default=DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        metavar="DURATION",
+        help="then give in-flight scrapes this long to finish before cutting them "
+        f"(default {DEFAULT_SHUTDOWN_GRACE_SECONDS:g}s; delay plus grace should stay under the pod's "
+        "terminationGracePeriodSeconds)",
+    )
+    parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=_count_flag,
+        default=0,
+        metavar="N",
+        help="at most N relayed scrapes at once; more get 503 (default 0: no bound)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        metavar="PATH",
+        help="TLS and basic auth for every endpoint, in the Prometheus exporter-toolkit format "
+        "(tls_server_config, http_server_config.headers, basic_auth_users); re-read when it changes. "
+        "Absent: plain HTTP, no auth",
+    )
     parser.add_argument("--version", action="version", version=f"metrics-relay {__version__}")
     args = parser.parse_args(argv)
     if args.config_file is None and not args.demo:
@@ -77,6 +115,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _duration_flag(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count_flag(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def parse_listen_address(address: str) -> tuple[str | None, int]:
     """`HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces, host None) into host and port."""
     host, separator, port_text = address.rpartition(":")
@@ -86,73 +137,31 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
     return host or None, int(port_text)
 
 
-def check_config(path: Path) -> int:
-    """--config.check: print OK and a summary (warnings on stderr), or every problem with its location;
-    the exit code."""
+def check_config(path: Path, web_config_file: Path | None = None) -> int:
+    """--config.check: print OK and a summary (warnings on stderr), or every problem with its location
+    (of the web configuration file too, when one is given); the exit code."""
+    problems = []
     try:
         checked = check_file(path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        problems.append(str(exc))
+    if web_config_file is not None:
+        try:
+            load_web_config(web_config_file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 1
     for warning in checked.config.warnings:
         print(f"warning: {warning.render(checked.config.source)}", file=sys.stderr)
     print("OK: " + "\n".join(checked.summary()))
+    if web_config_file is not None:
+        print(f"  web configuration {web_config_file}: OK")
     return 0
 
 
-async def serve(
-    config_path: Path, host: str | None, port: int, on_started: Callable[[list[Any]], None] | None = None
-) -> None:
-    """Run the relay until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
-    runtime = Runtime(config_path=config_path, config=load_config(config_path))
-    await runtime.start()
-    runner = web.AppRunner(
-        create_app(runtime),
-        handler_cancellation=True,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-    )
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload_from_signal, runtime)
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info(
-            "serving",
-            extra={
-                "addresses": " ".join(_url(address) for address in runner.addresses),
-                "upstreams": ",".join(runtime.upstreams),
-                "version": __version__,
-                "engine": pipeline.default_engine,
-            },
-        )
-        if on_started is not None:
-            on_started(runner.addresses)
-        await stop.wait()
-        log.info("shutting down")
-        runtime.shutting_down = True
-    finally:
-        await runner.cleanup()
-        await runtime.close()
-
-
-def _reload_from_signal(runtime: Runtime) -> None:
-    try:
-        runtime.reload()
-    except ConfigError as exc:
-        log.error("configuration reload failed; keeping the running configuration", extra={"error": str(exc)})
-
-
-def _url(address: Sequence[object]) -> str:
-    host, port = str(address[0]), address[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-async def demo(host: str | None, port: int) -> None:
+async def demo(options: ServeOptions) -> int:
     """Start the aggregator stand-in with fresh certificates, write a relay config for it, run the relay."""
     from relay.demo import running_aggregator  # noqa: PLC0415 - the demo's code is loaded only for --demo
 
@@ -161,8 +170,8 @@ async def demo(host: str | None, port: int) -> None:
             config_path = Path(workdir) / "relay.yml"
             config_path.write_text(aggregator.relay_config_yaml(), encoding="utf-8")
 
-            def announce(addresses: list[Any]) -> None:
-                base = _url(addresses[0])
+            def announce(server: RelayServer) -> None:
+                base = server.urls[0]
                 links = "\n".join(f"    {url}\n        {what}" for url, what in aggregator.relay_links(base))
                 print(
                     f"""
@@ -179,7 +188,7 @@ metrics-relay demo
                     flush=True,
                 )
 
-            await serve(config_path, host, port, on_started=announce)
+            return await serve(config_path, options, on_started=announce)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,18 +199,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(arguments)
     logs.configure(args.log_level, args.log_format)
     if args.config_check:
-        return check_config(args.config_file)
-    coroutine = demo(args.host, args.port) if args.demo else serve(args.config_file, args.host, args.port)
+        return check_config(args.config_file, args.web_config_file)
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_grace=args.shutdown_grace,
+        max_requests=args.max_requests,
+        web_config_file=args.web_config_file,
+    )
+    coroutine = demo(options) if args.demo else serve(args.config_file, options)
     try:
         with _event_loop() as runner:
-            runner.run(coroutine)
+            return runner.run(coroutine)
     except ConfigError as exc:
         log.error("cannot start: invalid configuration", extra={"error": str(exc)})
         return 1
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
-    return 0
 
 
 @contextlib.contextmanager

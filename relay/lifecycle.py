@@ -21,6 +21,7 @@ from aiohttp import web
 
 from relay import __version__, pipeline
 from relay.errors import ConfigError
+from relay.inbound import InboundProtection
 from relay.loading import load_config
 from relay.runtime import Runtime
 from relay.server import create_app
@@ -45,6 +46,7 @@ class ServeOptions:
     shutdown_delay: float = DEFAULT_SHUTDOWN_DELAY_SECONDS
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     max_requests: int = 0  # relayed scrapes at once; 0: no bound
+    web_config_file: Path | None = None  # TLS and basic auth for the listener; None: plain HTTP, open
 
 
 class RelayServer:
@@ -54,25 +56,33 @@ class RelayServer:
         self.config_path = config_path
         self.options = options
         self.runtime = Runtime(config_path=config_path, config=load_config(config_path))
+        self.protection = None
+        if options.web_config_file is not None:
+            gauge = self.runtime.metrics.web_config_reload_success
+            self.protection = InboundProtection(options.web_config_file, lambda ok: gauge.set(1 if ok else 0))
         self._runner = web.AppRunner(
-            create_app(self.runtime, max_requests=options.max_requests),
+            create_app(self.runtime, max_requests=options.max_requests, protection=self.protection),
             handler_cancellation=True,
             access_log=None,
             # aiohttp waits this long for running handlers once the listener is closed, then cancels them.
             shutdown_timeout=options.shutdown_grace,
         )
+        self._tls = False
 
     @property
     def urls(self) -> list[str]:
         """The `http://host:port` of every address the relay listens on."""
-        return [_url(address) for address in self._runner.addresses]
+        scheme = "https" if self._tls else "http"
+        return [_url(scheme, address) for address in self._runner.addresses]
 
     async def start(self) -> None:
         """Load the upstreams and start listening."""
         await self.runtime.start()
         try:
             await self._runner.setup()
-            await web.TCPSite(self._runner, self.options.host, self.options.port).start()
+            context = self.protection.listener_context() if self.protection is not None else None
+            self._tls = context is not None
+            await web.TCPSite(self._runner, self.options.host, self.options.port, ssl_context=context).start()
         except BaseException:
             await self.close()
             raise
@@ -162,6 +172,6 @@ def _reload(runtime: Runtime) -> None:
         log.error("configuration reload failed; keeping the running configuration", extra={"error": str(exc)})
 
 
-def _url(address: object) -> str:
+def _url(scheme: str, address: object) -> str:
     host, port = address[0], address[1]  # type: ignore[index]  # aiohttp types addresses as Any
-    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in str(host) else f"{scheme}://{host}:{port}"

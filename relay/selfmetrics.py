@@ -176,6 +176,12 @@ class SelfMetrics:
             "When the configuration was last loaded successfully.",
             registry=registry,
         )
+        self.web_config_reload_success = Gauge(
+            "metrics_relay_web_config_last_reload_successful",
+            "1 if the latest read of --web.config.file succeeded (or none is used), else 0.",
+            registry=registry,
+        )
+        self.web_config_reload_success.set(1)
         ProcessCollector(namespace="metrics_relay", registry=registry)
         self._upstreams: set[str] = set()
 

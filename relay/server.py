@@ -21,6 +21,7 @@ from relay.errors import (
 )
 from relay.flight import Flights
 from relay.health import ScrapeOutcome
+from relay.inbound import InboundProtection
 from relay.negotiation import response_content_type, scraper_preferences
 from relay.runtime import Runtime, Upstream
 from relay.upstream import SCRAPE_TIMEOUT_HEADER
@@ -53,9 +54,14 @@ class ScrapeSlots:
 SLOTS_KEY = web.AppKey("scrape_slots", ScrapeSlots)
 
 
-def create_app(runtime: Runtime, *, max_requests: int = 0) -> web.Application:
-    """The relay's aiohttp application serving `runtime`; at most `max_requests` relayed scrapes at once."""
-    app = web.Application()
+def create_app(
+    runtime: Runtime, *, max_requests: int = 0, protection: InboundProtection | None = None
+) -> web.Application:
+    """The relay's aiohttp application serving `runtime`: at most `max_requests` relayed scrapes at once,
+    every endpoint behind `protection` (basic auth, headers) when given."""
+    app = web.Application(middlewares=[protection.middleware] if protection is not None else [])
+    if protection is not None:
+        app.on_response_prepare.append(protection.add_headers)
     app[RUNTIME_KEY] = runtime
     app[SLOTS_KEY] = ScrapeSlots(max_requests)
     app.router.add_get("/", landing_page)

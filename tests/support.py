@@ -149,13 +149,23 @@ class Relay:
 
 @asynccontextmanager
 async def running_relay(
-    config_text: str, directory: Path, *, shutdown_grace: float = 5.0, max_requests: int = 0
+    config_text: str,
+    directory: Path,
+    *,
+    shutdown_grace: float = 5.0,
+    max_requests: int = 0,
+    web_config_file: Path | None = None,
 ) -> AsyncIterator[Relay]:
     """Write `config_text` to a file in `directory` and serve a relay for it on a free port."""
     config_path = directory / "relay.yml"
     config_path.write_text(config_text, encoding="utf-8")
     options = ServeOptions(
-        host="127.0.0.1", port=0, shutdown_delay=0, shutdown_grace=shutdown_grace, max_requests=max_requests
+        host="127.0.0.1",
+        port=0,
+        shutdown_delay=0,
+        shutdown_grace=shutdown_grace,
+        max_requests=max_requests,
+        web_config_file=web_config_file,
     )
     async with RelayServer(config_path, options) as server:
         yield Relay(server.urls[0], server.runtime, config_path)
