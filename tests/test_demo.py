@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import ssl
@@ -338,14 +339,21 @@ async def test_printed_relabel_link_traces_a_dropped_series(aggregator, demo_rel
     assert "dropped" in body.decode().strip().splitlines()[-1]
 
 
+async def test_debug_page_shows_every_demo_rule_at_work(aggregator, demo_relay: Relay, tmp_path):
+    """The per-rule summary of a fresh demo scrape has each rule dropping or changing series."""
+    (upstream,) = parse_config(aggregator.relay_config_yaml(), source="<demo>", base_dir=tmp_path).upstreams
+    status, _, body = await scrape(f"{demo_relay.base_url}/relay/debug/relabel/ack-control-plane?format=json")
+    assert status == 200
+    summary = json.loads(body)
+    assert [(rule["index"], rule["dropped"] + rule["changed"] > 0) for rule in summary["rules"]] == [
+        (index, True) for index in range(len(upstream.metric_relabel_configs))
+    ]
+    assert 0 < summary["samples_out"] < summary["samples_in"]
+
+
 async def test_printed_links_answer(aggregator, demo_relay: Relay):
     """Every page the demo prints answers 200 on the relay."""
-    statuses = {
-        url: (await scrape(url))[0]
-        for url, _ in aggregator.relay_links(demo_relay.base_url)
-        # The per-rule debug page is being built (issue 8); its link is printed already.
-        if "/relay/debug/" not in url
-    }
+    statuses = {url: (await scrape(url))[0] for url, _ in aggregator.relay_links(demo_relay.base_url)}
     assert statuses == dict.fromkeys(statuses, 200)
 
 
