@@ -14,10 +14,10 @@ from aiohttp import web
 from relay import debug_pages, landing
 from relay.errors import (
     ConfigError,
-    DeadlineExceededError,
     RelayInternalError,
     ScrapeError,
     ScraperGoneError,
+    deadline_error,
 )
 from relay.flight import Flights
 from relay.health import ScrapeOutcome
@@ -77,19 +77,25 @@ def create_app(
     return app
 
 
+def scraper_timeout(header: str | None) -> float | None:
+    """The scraper's own timeout from X-Prometheus-Scrape-Timeout-Seconds, when it is a positive number."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None  # also None for NaN
+
+
 def effective_timeout(configured: float, scrape_timeout_header: str | None) -> float:
     """min(configured timeout, the scraper's own timeout less an offset for the way back), in seconds."""
-    if scrape_timeout_header is None:
+    scraper = scraper_timeout(scrape_timeout_header)
+    if scraper is None:
         return configured
-    try:
-        scraper_timeout = float(scrape_timeout_header)
-    except ValueError:
-        return configured
-    if not scraper_timeout > 0:  # also false for NaN
-        return configured
-    if scraper_timeout > SCRAPE_TIMEOUT_OFFSET_SECONDS:
-        scraper_timeout -= SCRAPE_TIMEOUT_OFFSET_SECONDS
-    return min(configured, scraper_timeout)
+    if scraper > SCRAPE_TIMEOUT_OFFSET_SECONDS:
+        scraper -= SCRAPE_TIMEOUT_OFFSET_SECONDS
+    return min(configured, scraper)
 
 
 async def relay_metrics(request: web.Request) -> web.StreamResponse:
@@ -115,16 +121,14 @@ async def relay_metrics(request: web.Request) -> web.StreamResponse:
 
 async def _relay(request: web.Request, upstream: Upstream, flights: Flights) -> web.StreamResponse:
     scrape = RelayedScrape(request, upstream)
-    timeout = effective_timeout(upstream.config.timeout, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+    header = request.headers.get(SCRAPE_TIMEOUT_HEADER)
+    timeout = effective_timeout(upstream.config.timeout, header)
     try:
         async with asyncio.timeout(timeout):
             await scrape.run(flights)
     except TimeoutError:
-        error: ScrapeError = DeadlineExceededError(
-            f"scrape deadline of {timeout:g}s exceeded",
-            cause="the upstream answers too slowly for the configured timeout or the scraper's own timeout",
-            action="raise the scrape_timeout of the scraper (and the upstream's timeout), "
-            "or make the body smaller with metric_relabel_configs on the upstream side",
+        error: ScrapeError = deadline_error(
+            timeout, configured=upstream.config.timeout, scraper_timeout=scraper_timeout(header)
         )
     except ScrapeError as exc:
         error = exc

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from relay.errors import DeadlineExceededError, RelayInternalError, ScrapeError
+from relay.errors import RelayInternalError, ScrapeError, deadline_error
 from relay.flight import Flight
 from relay.health import PassReport
 from relay.negotiation import Preferences, response_content_type
@@ -45,7 +45,7 @@ async def upstream_pass(
     except ScrapeError:
         raise
     except TimeoutError:
-        raise DeadlineExceededError(f"upstream timeout of {timeout:g}s exceeded") from None
+        raise deadline_error(timeout, configured=timeout) from None
     except Exception as exc:
         log.exception("unexpected error while relaying", extra={"upstream": client.config.name})
         raise RelayInternalError(f"internal error of the relay ({type(exc).__name__}); see its log") from exc
