@@ -24,6 +24,7 @@ from relay.relabel_report import (
     Summary,
     format_labels,
     label_changes,
+    left_out_text,
     parse_series_argument,
     render_summary,
     render_trace,
@@ -90,6 +91,7 @@ class _Pages:
         if text:
             try:
                 trace = trace_series(upstream.rules, *parse_series_argument(text))
+                error = ""
             except ValueError as exc:
                 error = f"series: {exc}"
         if trace is not None and request.query.get("format") == "json":
@@ -205,7 +207,7 @@ def _links(upstream: Upstream) -> str:
 
 def _summary_page(upstream: Upstream, summary: Summary, took: float) -> str:
     title = f"Relabel summary of {upstream.name}"
-    left_out = ", ".join(f"{count} {reason}" for reason, count in summary.dropped.items()) or "none"
+    left_out = left_out_text(summary) or "none"
     rows = "\n".join(_summary_row(rule) for rule in summary.rules)
     table = (
         "<table>\n<tr><th>rule</th><th>action</th><th>location</th><th>samples in</th><th>samples out</th>"
@@ -218,7 +220,7 @@ def _summary_page(upstream: Upstream, summary: Summary, took: float) -> str:
 <p>One fresh scrape of <code>{escape(upstream.config.query_url())}</code>
 ({"OpenMetrics" if summary.openmetrics else "text format"}, {took:.2f} s).</p>
 <p><strong>{summary.samples_in}</strong> samples in, <strong>{summary.samples_out}</strong> relayed;
-left out, by reason: {escape(left_out)}.</p>
+left out: {escape(left_out)}.</p>
 {warnings}{table}
 {_links(upstream)}"""
     return _page(title, body)

@@ -572,23 +572,28 @@ def summary_json(summary: Summary) -> dict[str, Any]:
     }
 
 
-_REASON_WORDS = {
+DROP_REASON_WORDS = {
     "relabel": "dropped by the rules",
     "duplicate": "duplicates (series the rules made equal)",
     "invalid_name": "without a valid metric name after the rules",
     "utf8_name": "with names the text format 0.0.4 cannot carry",
     "invalid_line": "invalid lines (on_invalid_line: drop)",
 }
+"""Each reason a summary counts samples as left out for (rules.DROP_REASONS), in words."""
+
+
+def left_out_text(summary: Summary) -> str:
+    """`8169 dropped by the rules, 12 duplicates (…)`, or '' when nothing was left out."""
+    return ", ".join(
+        f"{count} {DROP_REASON_WORDS.get(reason, reason)}" for reason, count in summary.dropped.items()
+    )
 
 
 def render_summary(summary: Summary) -> str:
     """The summary as a table for a terminal, then each rule's most affected families."""
     lines = [f"upstream {summary.upstream}: {summary.samples_in} samples in, {summary.samples_out} out"]
     if summary.dropped:
-        reasons = (
-            f"{count} {_REASON_WORDS.get(reason, reason)}" for reason, count in summary.dropped.items()
-        )
-        lines.append(f"left out: {', '.join(reasons)}")
+        lines.append(f"left out: {left_out_text(summary)}")
     lines.extend(summary.warnings)
     lines.append("")
     if not summary.rules:

@@ -159,7 +159,10 @@ async def test_summary_page_is_plain_escaped_html(pki, tmp_path):
     assert "<script" not in page
     assert "src=" not in page
     assert "<link" not in page
-    assert "<strong>2</strong> samples in, <strong>1</strong> relayed" in page
+    assert (
+        "<strong>2</strong> samples in, <strong>1</strong> relayed;\nleft out: 1 dropped by the rules."
+        in page
+    )
     assert '<td class="n">2</td><td class="n">1</td><td class="n">1</td><td class="n">0</td>' in page
     assert "<code>go_goroutines</code>: 1 dropped" in page
     assert 'href="test?format=json"' in page
@@ -187,6 +190,7 @@ async def test_trace_for_curl_for_a_browser_and_as_json(pki, tmp_path):
     assert html[:2] == (200, "text/html")
     assert '<span class="kept">kept as {__name__=&quot;http_requests_total&quot;' in html[2]
     assert "<td>3</td><td>replace</td>" in html[2]
+    assert "give the series" not in html[2]
     assert as_json[:2] == (200, "application/json")
     assert json.loads(as_json[2])["verdict"] == "dropped by rule 4 (drop)"
     assert "<script>" not in escaped[2]

@@ -25,7 +25,7 @@ from tests.support import config_yaml, require_fixtures
 KUBE_RULES = """\
     metric_relabel_configs:
       - source_labels: [__name__, le]
-        regex: 'apiserver_request_(sli_)?duration_seconds_bucket;(0\\.15|0\\.25|0\\.35|0\\.45)'
+        regex: 'apiserver_request_(sli_)?duration_seconds_bucket;(0\\.005|0\\.025|0\\.6|0\\.8|1\\.25|1\\.5)'
         action: drop
       - source_labels: [__name__]
         regex: 'etcd_request_duration_seconds_bucket|apiserver_request_slo_duration_seconds_.*'
