@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from relay.errors import DeadlineExceededError, RelayInternalError, ScrapeError
+from relay.errors import RelayInternalError, ScrapeError, deadline_error
 from relay.negotiation import MediaRange, parse_media_ranges
 from relay.relabel_report import (
     BodySummarizer,
@@ -147,9 +147,7 @@ async def _scrape_summary(upstream: Upstream) -> Summary:
             await asyncio.to_thread(_feed, summarizer, batch)
             return await asyncio.to_thread(summarizer.finish)
     except TimeoutError:
-        raise DeadlineExceededError(
-            f"the debug scrape's deadline of {deadline:g}s (timeout) passed"
-        ) from None
+        raise deadline_error(deadline, configured=deadline) from None
     except ScrapeError:
         raise
     except Exception as exc:
