@@ -102,16 +102,25 @@ class UpstreamConfig:
     relabel_cache_size: int = DEFAULT_RELABEL_CACHE_SIZE
     on_invalid_line: str = "fail"
     min_interval: float = 0.0
+    failover_urls: tuple[str, ...] = ()
+    """Further addresses of the same upstream, tried in order when the ones before cannot be reached."""
     lines: Mapping[str, int] = _position()
     """The line of each key given, and '' for the upstream itself."""
     written: Mapping[str, str] = _position()
     """bearer_token_file as written, before it was resolved."""
 
-    def query_url(self) -> str:
-        """The URL with `params` added to its query, as the request is sent (aiohttp extends it with yarl)."""
+    def query_url(self, url: str | None = None) -> str:
+        """The URL (or one of failover_urls) with `params` added to its query, as the request is sent
+        (aiohttp extends it with yarl)."""
+        url = self.url if url is None else url
         if not self.params:
-            return self.url
-        return str(URL(self.url).extend_query(self.params))
+            return url
+        return str(URL(url).extend_query(self.params))
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every address of the upstream, in the order they are tried."""
+        return (self.url, *self.failover_urls)
 
     def settings(self) -> UpstreamConfig:
         """This upstream without its place in the file: equal when only the order of upstreams changed."""
@@ -287,6 +296,7 @@ class _Reader(NodeReader):
             "relabel_cache_size": self.count,
             "on_invalid_line": self.invalid_line_action,
             "min_interval": self.duration,
+            "failover_urls": self.failover_urls,
         }
         for key, value_node in fields.items():
             value = converters[key](value_node, f"{path}.{key}")
@@ -300,6 +310,12 @@ class _Reader(NodeReader):
         if not {"name", "url"} <= values.keys():
             return None
         self.check_repeated_params(fields, path, values)
+        scheme = urlsplit(values["url"]).scheme
+        for index, url in enumerate(values.get("failover_urls", ())):
+            if urlsplit(url).scheme != scheme:
+                where = f"{path}.failover_urls[{index}]"
+                item = fields["failover_urls"].value[index]
+                self.problem(item, where, f"must use {scheme}:// as url does (the credentials are the same)")
         written = (
             {"bearer_token_file": fields["bearer_token_file"].value} if "bearer_token_file" in values else {}
         )
@@ -347,6 +363,11 @@ class _Reader(NodeReader):
             self.problem(node, path, "must not contain a #fragment")
             return None
         return url
+
+    def failover_urls(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+        urls = [self.url(item, f"{path}[{index}]") for index, item in enumerate(self.sequence(node, path))]
+        good = [url for url in urls if url is not None]
+        return tuple(good) if len(good) == len(urls) else None  # one item, one node: positions stay true
 
     def params(self, node: yaml.Node, path: str) -> tuple[tuple[str, str], ...] | None:
         pairs: list[tuple[str, str]] = []

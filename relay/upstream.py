@@ -24,6 +24,7 @@ from relay.errors import (
     Attempt,
     PresentedCertificate,
     ScrapeError,
+    UpstreamConnectError,
     content_type_error,
     limit_error,
     status_error,
@@ -101,28 +102,47 @@ class UpstreamClient:
         `openmetrics`: ask for OpenMetrics first (the text format is still accepted).
         """
         credentials = self.credentials.current()
-        attempt = self.attempt(credentials)
-        try:
-            response = await self._session.get(
-                self.config.url,
-                params=self.config.params or None,
-                headers=self._headers(credentials, deadline_seconds, upstream_accept(openmetrics)),
-                ssl=credentials.ssl_context if credentials.ssl_context is not None else True,
-                server_hostname=self.config.tls_config.server_name,
-                allow_redirects=False,
-            )
-        except aiohttp.ClientConnectorCertificateError as exc:
-            presented = await presented_certificate(attempt)
-            raise translate_client_error(exc, replace(attempt, presented=presented)) from exc
-        except Exception as exc:
-            raise translate_client_error(exc, attempt) from exc
+        headers = self._headers(credentials, deadline_seconds, upstream_accept(openmetrics))
+        unreachable: list[tuple[Attempt, ScrapeError]] = []
+        for url in self.config.urls:
+            attempt = self.attempt(credentials, url)
+            try:
+                response = await self._session.get(
+                    url,
+                    params=self.config.params or None,
+                    headers=headers,
+                    ssl=credentials.ssl_context if credentials.ssl_context is not None else True,
+                    server_hostname=self.config.tls_config.server_name,
+                    allow_redirects=False,
+                )
+            except aiohttp.ClientConnectorCertificateError as exc:
+                presented = await presented_certificate(attempt)
+                raise translate_client_error(exc, replace(attempt, presented=presented)) from exc
+            except Exception as exc:
+                error = translate_client_error(exc, attempt)
+                if not isinstance(error, UpstreamConnectError):
+                    raise error from exc
+                unreachable.append((attempt, error))
+                if len(unreachable) < len(self.config.urls):
+                    log.info(
+                        "upstream address unreachable; trying the next of failover_urls",
+                        extra={
+                            "upstream": self.config.name,
+                            "address": attempt.address,
+                            "error": error.message,
+                        },
+                    )
+                    continue
+                raise _none_reachable(unreachable) from exc
+            break
         async with response:
             answered_openmetrics = await self._check_head(response, credentials, attempt, openmetrics)
             yield UpstreamBody(response, answered_openmetrics, self.config.body_size_limit, attempt)
 
-    def attempt(self, credentials: Credentials) -> Attempt:
-        """What a request with `credentials` tries, for the explanation of its failure."""
-        url = urlsplit(self.config.url)
+    def attempt(self, credentials: Credentials, url_text: str | None = None) -> Attempt:
+        """What a request with `credentials` to `url_text` (by default `url`) tries, for the explanation of
+        its failure."""
+        url = urlsplit(url_text or self.config.url)
         tls = self.config.tls_config
         secure = url.scheme == "https"
         return Attempt(
@@ -165,6 +185,20 @@ class UpstreamClient:
         if answered_openmetrics is None:
             raise content_type_error(content_type, upstream_accept(openmetrics), address=attempt.address)
         return answered_openmetrics
+
+
+def _none_reachable(unreachable: list[tuple[Attempt, ScrapeError]]) -> ScrapeError:
+    """The last address's error, or one naming every address tried when there were several."""
+    last = unreachable[-1][1]
+    if len(unreachable) == 1:
+        return last
+    tried = "; ".join(f"{attempt.address}: {error.message}" for attempt, error in unreachable)
+    return UpstreamConnectError(
+        f"no address of the upstream could be reached ({tried})",
+        "; ".join(error.detail for _, error in unreachable),
+        cause=last.cause,
+        action=f"{last.action} (url and failover_urls are tried in order)" if last.action else "",
+    )
 
 
 async def _snippet(response: aiohttp.ClientResponse, credentials: Credentials) -> str:

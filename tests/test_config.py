@@ -243,6 +243,15 @@ BAD_FILES = [
         "relay.yml:3: upstreams[0].url: must be an absolute http:// or https:// URL with a host",
     ),
     (
+        "upstreams:\n  - name: a\n    url: https://h/metrics\n    failover_urls: [http://g/metrics]\n",
+        "relay.yml:4: upstreams[0].failover_urls[0]: must use https:// as url does "
+        "(the credentials are the same)",
+    ),
+    (
+        "upstreams:\n  - name: a\n    url: https://h/metrics\n    failover_urls: [g:6443]\n",
+        "relay.yml:4: upstreams[0].failover_urls[0]: must be an absolute http:// or https:// URL with a host",
+    ),
+    (
         "upstreams:\n  - name: a\n    url: https://user:pw@h/metrics\n",
         "relay.yml:3: upstreams[0].url: must not contain credentials; use bearer_token_file or tls_config",
     ),
@@ -288,7 +297,7 @@ BAD_FILES = [
     (
         UPSTREAM + "    colour: red\n",
         "relay.yml:4: upstreams[0].colour: unknown key (known keys: bearer_token_file, body_size_limit, "
-        "label_limit, label_name_length_limit, label_value_length_limit, line_length_limit, "
+        "failover_urls, label_limit, label_name_length_limit, label_value_length_limit, line_length_limit, "
         "metric_relabel_configs, min_interval, name, on_invalid_line, params, relabel_cache_size, "
         "sample_limit, timeout, tls_config, url)",
     ),

@@ -456,3 +456,51 @@ async def test_nginx_answers_a_refused_certificate_with_400(pki, tmp_path, name)
     assert (error.reason, error.message) == ("http_status", "upstream answered HTTP 400 Bad Request")
     assert error.cause == case.cause
     assert case.action.format(cert_file=files.cert_file if files else "") in error.action
+
+
+async def test_failover_urls_are_tried_in_order_on_connect_failures(pki, tmp_path, caplog):
+    """The url refuses the connection: the next address of failover_urls answers, and the log says so."""
+    caplog.set_level("INFO")
+    async with running_upstream(pki.server_context(), body_handler(BODY)) as gone:
+        dead = gone.url
+    async with running_upstream(pki.server_context(), body_handler(BODY)) as upstream:
+        (tmp_path / "relay.yml").write_text(
+            config_yaml(dead, pki.client_files(), f"    failover_urls: [{upstream.url}]\n"), encoding="utf-8"
+        )
+        config = load_config(tmp_path / "relay.yml")
+        async with aiohttp.ClientSession() as session:
+            body = await read_whole_body(UpstreamClient(config.upstreams[0], session))
+    assert body == BODY
+    assert len(upstream.requests) == 1
+    assert "trying the next of failover_urls" in caplog.text
+
+
+async def test_every_unreachable_address_is_named(pki, tmp_path):
+    """No address answers: one connect failure naming each address tried, in order."""
+    addresses = []
+    for _ in range(2):
+        async with running_upstream(pki.server_context(), body_handler(BODY)) as gone:
+            addresses.append(gone.url)
+    error = await fetch_failure(
+        addresses[0], tmp_path, pki.client_files(), f"    failover_urls: [{addresses[1]}]\n"
+    )
+    hosts = [url.removeprefix("https://").removesuffix("/metrics") for url in addresses]
+    assert error.reason == "connect"
+    assert error.message == (
+        f"no address of the upstream could be reached ({hosts[0]}: upstream refused the connection; "
+        f"{hosts[1]}: upstream refused the connection)"
+    )
+    assert error.action.endswith("(url and failover_urls are tried in order)")
+
+
+async def test_a_tls_failure_does_not_fail_over(pki, tmp_path):
+    """Only connect failures move on: an upstream that refuses the certificate is the answer."""
+    async with (
+        running_upstream(pki.server_context(), body_handler(BODY)) as refusing,
+        running_upstream(pki.server_context(), body_handler(BODY)) as spare,
+    ):
+        error = await fetch_failure(
+            refusing.url, tmp_path, stranger_files(pki), f"    failover_urls: [{spare.url}]\n"
+        )
+    assert error.reason == "tls"
+    assert spare.requests == []
