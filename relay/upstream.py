@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"metrics-relay/{__version__}"
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+MAX_CONCURRENT_REQUESTS = 4
+"""Requests to one upstream at once. Concurrent scrapes share one (flight.py); more than one runs only for
+scrapes in different formats or joining too late to replay, so a few is plenty, and the bound keeps a crowd
+of scrapers from becoming a crowd of requests to the control plane."""
 _BODY_SNIPPET_BYTES = 200
 _SNIPPET_CHARACTERS = 120
 # Fetching the certificate of an upstream that failed verification, to say why, may take this long at most.
@@ -92,6 +96,7 @@ class UpstreamClient:
         self.config = config
         self.credentials = credentials or CredentialSource(config)
         self._session = session
+        self._request_slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
 
     @asynccontextmanager
     async def fetch(
@@ -99,8 +104,15 @@ class UpstreamClient:
     ) -> AsyncIterator[UpstreamBody]:
         """Send the request and check the answer's head; yield its body. Raises ScrapeError.
 
-        `openmetrics`: ask for OpenMetrics first (the text format is still accepted).
+        `openmetrics`: ask for OpenMetrics first (the text format is still accepted). At most
+        MAX_CONCURRENT_REQUESTS requests to the upstream run at once; a further one waits for its turn
+        (within the caller's deadline).
         """
+        async with self._request_slots, self._fetch(deadline_seconds, openmetrics) as body:
+            yield body
+
+    @asynccontextmanager
+    async def _fetch(self, deadline_seconds: float, openmetrics: bool) -> AsyncIterator[UpstreamBody]:
         credentials = self.credentials.current()
         headers = self._headers(credentials, deadline_seconds, upstream_accept(openmetrics))
         unreachable: list[tuple[Attempt, ScrapeError]] = []

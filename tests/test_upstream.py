@@ -23,7 +23,7 @@ from bench.nginx import mtls_file_server, running_nginx
 from bench.pki import PkiFiles
 from relay.errors import ScrapeError
 from relay.loading import load_config
-from relay.upstream import UpstreamClient
+from relay.upstream import MAX_CONCURRENT_REQUESTS, UpstreamClient
 from tests.support import ClientFiles, Pki, body_handler, config_yaml, require_tool, running_upstream
 from tests.test_errors import assert_presentable
 
@@ -504,3 +504,28 @@ async def test_a_tls_failure_does_not_fail_over(pki, tmp_path):
         )
     assert error.reason == "tls"
     assert spare.requests == []
+
+
+async def test_requests_to_one_upstream_are_bounded(pki, tmp_path):
+    """However many fetches run, at most MAX_CONCURRENT_REQUESTS reach the upstream at once; the rest wait
+    their turn and are served."""
+    in_flight, most = 0, 0
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.2)
+        in_flight -= 1
+        return await body_handler(BODY)(request)
+
+    async with running_upstream(pki.server_context(), slow) as upstream:
+        (tmp_path / "relay.yml").write_text(config_yaml(upstream.url, pki.client_files()), encoding="utf-8")
+        config = load_config(tmp_path / "relay.yml")
+        async with aiohttp.ClientSession() as session:
+            client = UpstreamClient(config.upstreams[0], session)
+            bodies = await asyncio.gather(
+                *(read_whole_body(client) for _ in range(MAX_CONCURRENT_REQUESTS + 3))
+            )
+    assert bodies == [BODY] * (MAX_CONCURRENT_REQUESTS + 3)
+    assert most == MAX_CONCURRENT_REQUESTS
