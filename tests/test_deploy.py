@@ -386,8 +386,8 @@ def test_example_overlay_sets_the_slb_address_and_the_secret_name():
 @pytest.mark.peer
 @pytest.mark.parametrize("kustomization", [Path("base"), EXAMPLE_OVERLAY], ids=str)
 def test_network_policy_admits_scrapers_and_reaches_only_the_upstream_and_dns(kustomization: Path):
-    """Scrapers reach the relay's port from the monitoring namespace only; the relay reaches its upstream's
-    address and port and the cluster DNS (UDP and TCP 53), nothing else."""
+    """Scrapers reach the relay's port from the monitoring namespace only; the relay reaches its upstreams'
+    addresses (failover ones included) and ports and the cluster DNS (UDP and TCP 53), nothing else."""
     objects = render(kustomization)
     ((_, pod_spec),) = relay_pods(kustomization)
     policy = only(objects, "NetworkPolicy")["spec"]
@@ -405,7 +405,7 @@ def test_network_policy_admits_scrapers_and_reaches_only_the_upstream_and_dns(ku
     config_path, text = relay_config_in_pod(objects, pod_spec)
     config = parse(text, source=config_path, base_dir=Path(config_path).parent)
     upstream_rule, dns_rule = policy["egress"]
-    addresses = [urlsplit(upstream.url) for upstream in config.upstreams]
+    addresses = [urlsplit(url) for upstream in config.upstreams for url in upstream.urls]
     networks = [ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in upstream_rule["to"]]
     assert all(network.num_addresses == 1 for network in networks), "the egress rule opens more than the SLB"
     assert {ipaddress.ip_address(address.hostname or "") for address in addresses} == {
@@ -473,6 +473,16 @@ def test_service_monitor_scrapes_both_jobs_through_the_relay_service():
     assert jobs == SCRAPE_JOBS
     # Clusters without the Operator have no ServiceMonitor kind: applying it there would fail.
     assert not [obj for path in KUSTOMIZATIONS for obj in render(path) if obj["kind"] == "ServiceMonitor"]
+
+
+def test_deploy_readme_shows_the_example_overlay_as_shipped():
+    """Each file of the example overlay that deploy/README.md prints says what the shipped file says."""
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    shown = dict(re.findall(r"```yaml\n# ([\w.-]+\.yaml)\b[^\n]*\n(.*?)```", readme, re.DOTALL))
+    assert set(shown) == {"kustomization.yaml", "client-tls-secret.yaml", "networkpolicy-slb.yaml"}
+    for name, text in shown.items():
+        shipped = (DEPLOY / EXAMPLE_OVERLAY / name).read_text(encoding="utf-8")
+        assert yaml.safe_load(text) == yaml.safe_load(shipped), name
 
 
 # --- relay configurations -------------------------------------------------------------------------------
