@@ -57,7 +57,7 @@ SELF_METRICS = {"metrics_relay_build_info", "metrics_relay_scrapes_total", "metr
 # vmagent writes more series of its own per target than Prometheus' five, all named scrape_*.
 VMAGENT_SYNTHETIC_PREFIX = "scrape_"
 PEER_START_SECONDS = 30
-STORED_WITHIN_SECONDS = 60
+STORED_WITHIN_SECONDS = 60  # each wait; the tests' timeouts leave room for all of them
 UPSTREAM_REPORTED_UP = f'metrics_relay_upstream_up{{job="{RELAY_JOB}", upstream="ack-control-plane"}} == 1'
 
 # One sample of the text format: name, optional label set, value, optional timestamp.
@@ -287,7 +287,7 @@ def test_shipped_vmagent_config_passes_vmagent_dry_run():
 
 @pytest.mark.peer
 @pytest.mark.fixtures
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 async def test_vmagent_scrapes_the_relay_into_victoria_metrics(tmp_path: Path):
     """vmagent with the shipped config (targets on a real relay of a real mTLS upstream) remote-writes every
     relayed series, and the relay's own metrics, into a real victoria-metrics."""
@@ -340,7 +340,7 @@ async def test_vmagent_scrapes_the_relay_into_victoria_metrics(tmp_path: Path):
 
 @pytest.mark.peer
 @pytest.mark.fixtures
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_prometheus_scrapes_the_relay_with_the_shipped_config(tmp_path: Path):
     """Prometheus 2.42 with the shipped config (targets on a real relay of a real mTLS upstream): both jobs
     up, every relayed series stored, the relay's own metrics stored and its upstream reported up."""
