@@ -3,9 +3,9 @@
 Each input is a 16-byte header, read with atheris.FuzzedDataProvider into the options of one case (rule set,
 format, utf8_names, on_invalid_line, limits, memo size, chunking, scrapes), and the body: the rest, as it is
 (so that seeds and crash files hold readable exposition text). Both engines relay the case, each with fresh
-Rules of its own; their outputs (feed by feed), counts and errors (class and message) must be equal, and
-neither may raise anything but the relay's own scrape errors. Any difference is an AssertionError, which
-atheris reports as a crash and saves as a file.
+Rules of its own; their outputs (feed by feed), counts and errors (class, located message, detail, cause,
+action) must be equal, and neither may raise anything but the relay's own scrape errors. Any difference is
+an AssertionError, which atheris reports as a crash and saves as a file.
 
     python fuzz/engine_differential.py [libFuzzer flags] [corpus dirs]   fuzz (fuzz/run does it, bounded)
     python fuzz/engine_differential.py CRASH_FILE                         run one input again
@@ -198,12 +198,12 @@ def run(engine: str, case: Case) -> list[tuple[object, ...]]:
             rules, openmetrics=case.openmetrics, utf8_names=case.utf8_names, engine=engine
         )
         outputs: list[bytes] = []
-        error: tuple[str, str] | None = None
+        error: tuple[str, ...] | None = None
         try:
             outputs.extend(relabeler.feed(chunk) for chunk in case.chunks())
             outputs.append(relabeler.finish())
         except ScrapeError as exc:
-            error = (type(exc).__name__, str(exc))
+            error = (type(exc).__name__, str(exc), exc.detail, exc.cause, exc.action)
         except Exception as exc:  # anything else is a bug in either engine
             raise AssertionError(f"{engine} engine raised {type(exc).__name__}: {exc}\n{case!r}") from exc
         counts = (relabeler.samples_in, relabeler.samples_out, dict(relabeler.dropped), relabeler.memo_misses)

@@ -7,7 +7,9 @@ object: a sample whose series the memo knows and whose value and timestamp are i
 else goes to _line(), with the GIL, which calls Python for what is rare: a series not seen before
 (Rules.relabel_series parses and relabels it, unless the rules only keep or drop and the text is in the simple
 form, which _decide_by_filters() reads here), a tail in an unusual form (Rules.learn_tail gives the verdict),
-comment lines and metadata to place (MetadataTracker), exemplars, and every error message.
+comment lines and metadata to place (MetadataTracker), exemplars, and every error message. An error about a
+line is located (relay.exposition.located) from where the carry starts in the body and the lines _block()
+counted, with newlines counted back only when there is an error.
 
 The memo is keyed by a keyed 128-bit SipHash-1-3 of the series text, not the text itself: 16 bytes a key
 instead of a copy of a 100-byte series, so an entry costs 32 bytes in the table. A random key per process
@@ -35,7 +37,7 @@ from cpython.pythread cimport (
 import os
 from collections import Counter
 
-from relay.exposition import line_too_long
+from relay.exposition import EXCERPT_SOURCE, LINE_ERRORS, label_limit_error, line_too_long, located
 from relay.metadata import MetadataTracker
 from relay.pyengine import (
     DUPLICATE_WATCH_LIMIT,
@@ -46,7 +48,7 @@ from relay.pyengine import (
     split_exemplar,
 )
 from relay.rules import DROP_REASONS, MEMO_BYTE_LIMIT
-from relay.errors import InvalidExpositionError, LimitExceededError
+from relay.errors import InvalidExpositionError
 
 # An entry's flags.
 cdef enum:
@@ -476,6 +478,11 @@ cdef class NativeBodyRelabeler:
     cdef Py_ssize_t spans[4 * MAX_SIMPLE_LABELS]
     cdef bint carry_has_lines  # the carry holds whole lines of a sample that goes on (pushed back)
     cdef const char* pending  # where a block's unfinished sample starts, after _block() returned PENDING
+    # Where the carry starts in the body, for errors that say where a line is: the number of lines before
+    # it and its byte offset. _block() counts the lines it reads (one addition a line) and then moves on.
+    cdef Py_ssize_t lines_before
+    cdef Py_ssize_t offset
+    cdef const char* sample_end  # where the line (or joined sample) being read ends, for its error
 
     engine = "native"
     releases_gil = True
@@ -567,8 +574,12 @@ cdef class NativeBodyRelabeler:
             self._open_output(length + 4096)
             if length:
                 self.carry_length = 0
-                if self._line(self.carry, length) == CONTINUE:  # the body ended inside a quoted value
-                    self._line(self.carry, length, True)
+                try:
+                    if self._line(self.carry, length) == CONTINUE:  # the body ended inside a quoted value
+                        self._line(self.carry, length, True)
+                except LINE_ERRORS as error:
+                    raise self._located(error, self.lines_before, self.offset, self.carry,
+                                        self.carry, length) from error
             relayed = self._close_output()
             self.memo.end_of_scrape(self.samples_in, self.memo_misses, self.was_full)
         finally:
@@ -585,26 +596,28 @@ cdef class NativeBodyRelabeler:
         the same checks in the same order)."""
         cdef Py_ssize_t cut = length - 1
         cdef Py_ssize_t rest, first
+        cdef Py_ssize_t data_offset = self.offset + self.carry_length  # where `data` starts in the body
         while cut >= 0 and data[cut] != b'\n':
             cut -= 1
         if cut < 0:
             self._carry_append(data, length)
             if self.line_limit and self.carry_length > self.line_limit:
-                self._line_too_long()
+                self._line_too_long(self.carry, self.lines_before, self.offset, self.carry, self.carry_length)
             return 0
         rest = length - cut - 1
-        if self.line_limit and rest > self.line_limit:
-            self._line_too_long()
         if self.carry_length:
             # Only the line that the carry begins is copied; the rest is read where it lies.
             first = <Py_ssize_t>(<const char*>memchr(data, b'\n', cut + 1) - data)
             self._carry_append(data, first)
             if self.carry_has_lines:  # a sample carried over: its lines are checked one by one
-                self._check_lengths(self.carry, self.carry_length)
+                self._check_lengths(self.carry, self.carry_length, self.lines_before, self.offset)
             elif self.line_limit and self.carry_length > self.line_limit:
-                self._line_too_long()
+                self._line_too_long(self.carry, self.lines_before, self.offset, self.carry, self.carry_length)
             if first < cut:
-                self._check_lengths(data + first + 1, cut - first - 1)
+                self._check_lengths(data + first + 1, cut - first - 1,
+                                    self.lines_before + _newlines(self.carry, self.carry_length) + 1,
+                                    data_offset + first + 1)
+            self._check_rest(data, cut, rest, data_offset)
             self.carry_has_lines = False
             if not self.openmetrics and _opens_quote(self.carry, self.carry_length):
                 # The carried sample may go on into this chunk's lines: one block with them, as LineBlocks.
@@ -623,7 +636,8 @@ cdef class NativeBodyRelabeler:
                     self.carry_has_lines = True
                     return 0
         else:
-            self._check_lengths(data, cut)
+            self._check_lengths(data, cut, self.lines_before, data_offset)
+            self._check_rest(data, cut, rest, data_offset)
             if self._block(data, cut) == PENDING:
                 self._carry_append(self.pending, data + length - self.pending)
                 self.carry_has_lines = True
@@ -637,9 +651,28 @@ cdef class NativeBodyRelabeler:
         memmove(self.carry, self.carry + offset, self.carry_length - offset)
         self.carry_length -= offset
 
-    cdef int _line_too_long(self) except -1 nogil:
+    cdef int _check_rest(self, const char* data, Py_ssize_t cut, Py_ssize_t rest,
+                         Py_ssize_t data_offset) except -1 nogil:
+        """The line after a chunk's last newline is checked after the whole lines before it, as LineBlocks."""
+        if self.line_limit and rest > self.line_limit:
+            self._line_too_long(data + cut + 1,
+                                self.lines_before + _newlines(self.carry, self.carry_length)
+                                + _newlines(data, cut + 1), data_offset + cut + 1, data + cut + 1, rest)
+        return 0
+
+    cdef int _line_too_long(self, const char* line, Py_ssize_t lines_before, Py_ssize_t offset,
+                            const char* base, Py_ssize_t length) except -1 nogil:
+        """Raise line_too_long, located at the line at `line` (`length` bytes) in the stretch of the body that
+        begins at `base` (at byte `offset`, after `lines_before` lines)."""
         with gil:
-            raise line_too_long(self.line_limit)
+            raise self._located(line_too_long(self.line_limit), lines_before, offset, base, line, length)
+
+    cdef object _located(self, error, Py_ssize_t lines_before, Py_ssize_t offset, const char* base,
+                         const char* line, Py_ssize_t length):
+        """`error` located (relay.exposition.located) at the line at `line`, `length` bytes long, in a stretch
+        of the body that starts at `base`, at byte `offset`, after `lines_before` lines."""
+        return located(error, lines_before + _newlines(base, line - base) + 1, offset + (line - base),
+                       line[:min(length, EXCERPT_SOURCE)])
 
     cdef int _open_output(self, Py_ssize_t capacity) except -1:
         """Write the output straight into a new bytes object: no copy when it is handed over."""
@@ -686,8 +719,11 @@ cdef class NativeBodyRelabeler:
         self.out_length += length
         return 0
 
-    cdef int _check_lengths(self, const char* block, Py_ssize_t length) except -1 nogil:
-        """Every line of a block is checked before any is relayed, as LineBlocks does."""
+    cdef int _check_lengths(self, const char* block, Py_ssize_t length, Py_ssize_t lines_before,
+                            Py_ssize_t offset) except -1 nogil:
+        """Every line of a block (after `lines_before` lines, at byte `offset` of the body) is checked before
+        any is relayed, as LineBlocks does."""
+        cdef const char* start = block
         cdef const char* end = block + length
         cdef const char* newline
         if not self.line_limit or length <= self.line_limit:
@@ -697,16 +733,18 @@ cdef class NativeBodyRelabeler:
             if newline == NULL:
                 newline = end
             if newline - block > self.line_limit:
-                self._line_too_long()
+                self._line_too_long(block, lines_before, offset, start, newline - block)
             if newline == end:
                 return 0
             block = newline + 1
 
     cdef int _block(self, const char* block, Py_ssize_t length) except -1 nogil:
-        """Relabel the lines of a block; PENDING (and `pending` set) when its last sample goes on past it."""
+        """Relabel the lines of a block, which starts the carry's place in the body (lines_before, offset) and
+        moves it past what was read; PENDING (and `pending` set) when its last sample goes on past it."""
+        cdef const char* start = block
         cdef const char* end = block + length
         cdef const char* newline
-        cdef Py_ssize_t line_length
+        cdef Py_ssize_t line_length, lines = 0
         cdef int handled
         while True:
             newline = <const char*>memchr(block, b'\n', end - block)
@@ -714,17 +752,28 @@ cdef class NativeBodyRelabeler:
             handled = self._line_fast(block, line_length)
             if handled == SLOW:
                 with gil:
-                    if self._line(block, line_length) == CONTINUE:
-                        newline = self._continue(block, block + line_length, end)
-                        if newline == NULL:
-                            self.pending = block
-                            return PENDING
-                        if newline == end:
-                            newline = NULL
+                    self.sample_end = block + line_length
+                    try:
+                        if self._line(block, line_length) == CONTINUE:
+                            newline = self._continue(block, block + line_length, end)
+                            if newline == NULL:
+                                self.pending = block
+                                self.lines_before += lines
+                                self.offset += block - start
+                                return PENDING
+                            lines += _newlines(block, newline - block)
+                            if newline == end:
+                                newline = NULL
+                    except LINE_ERRORS as error:
+                        raise self._located(error, self.lines_before, self.offset, start, block,
+                                            self.sample_end - block) from error
             elif handled == OUT_OF_MEMORY:
                 with gil:
                     raise MemoryError()
+            lines += 1
             if newline == NULL:
+                self.lines_before += lines
+                self.offset += length + 1
                 return 0
             block = newline + 1
 
@@ -740,6 +789,7 @@ cdef class NativeBodyRelabeler:
                 return NULL
             following = <const char*>memchr(line_end + 1, b'\n', end - line_end - 1)
             line_end = following if following != NULL else end
+            self.sample_end = line_end
             if self.line_limit and line_end - text > self.line_limit:
                 raise line_too_long(self.line_limit)
         self._line(start, line_end - start, True)
@@ -897,7 +947,7 @@ cdef class NativeBodyRelabeler:
             self.drops[REASON_INVALID_LINE] += 1
             return 0
         if flags & LIMIT_ERROR:
-            raise LimitExceededError(self.relabel_series(line[:series_length]).limit_error)
+            raise label_limit_error(self.relabel_series(line[:series_length]).limit_error)
         if name_id != self.last_name_id or name_id == UNNAMED:  # families run in blocks: once per name
             self.last_name_id = name_id
             if name_id == UNNAMED or self.metadata_pending or not self._noted(name_id):
@@ -1062,6 +1112,19 @@ cdef int _grow(char** buffer, Py_ssize_t* capacity, Py_ssize_t needed) noexcept 
     buffer[0] = grown
     capacity[0] = needed
     return 0
+
+
+cdef Py_ssize_t _newlines(const char* text, Py_ssize_t length) noexcept nogil:
+    """How many newlines `text` holds (for errors: the warm path counts lines as it reads them)."""
+    cdef const char* end = text + length
+    cdef Py_ssize_t count = 0
+    while text < end:
+        text = <const char*>memchr(text, b'\n', end - text)
+        if text == NULL:
+            break
+        count += 1
+        text += 1
+    return count
 
 
 cdef int _lock(NativeMemo memo) except -1:

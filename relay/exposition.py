@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from relay.errors import InvalidExpositionError, LimitExceededError
+from relay.errors import InvalidExpositionError, LimitExceededError, ScrapeError
 
 LEGACY_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -89,16 +89,148 @@ class Metadata:
     text: bytes
 
 
+class InvalidLineError(InvalidExpositionError):
+    """A line the text format (or OpenMetrics) refuses, before the engine that read it says where it was."""
+
+    problem = ""  # what is wrong, without the text
+    part = b""  # the refused text: the line, or the piece of it that is wrong
+
+
+class LineLimitError(LimitExceededError):
+    """A line over line_length_limit, or a series over a label limit, before the engine says where it was."""
+
+    problem = ""
+    line_limit = 0
+    """The line_length_limit that the line passed (0 for a label limit): the excerpt stops there, so that it
+    is the same however much of the line was read when it was found too long."""
+
+
+LINE_ERRORS = (InvalidLineError, LineLimitError)
+"""The errors about one line: the engines give them the line's place in the body (located())."""
+EXCERPT_CHARS = 80
+"""Characters of an offending line that an error shows; the rest is cut (…): one log field, a short page."""
+EXCERPT_SOURCE = 1024
+"""Bytes of the offending line that the engines hand to located(): enough for EXCERPT_CHARS characters."""
+PARSE_CAUSE = "the upstream sent a line that Prometheus would refuse too"
+PARSE_ACTION = (
+    "fix the exporter; on_invalid_line: drop skips invalid sample lines (counted as "
+    'metrics_relay_samples_dropped_total{reason="invalid_line"}) instead of failing the scrape'
+)
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "'": "\\'"}
+_FAMILY = re.compile(
+    rb"[ \t]*(?:(?P<meta>#[ \t]+(?:HELP|TYPE|UNIT)[ \t]+)|(?P<brace>\{[ \t]*))?"
+    rb'(?:(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)|"(?P<quoted>(?:\\.|[^\\"\n])*)")'
+)
+
+
+def invalid_line(problem: str, part: bytes) -> InvalidLineError:
+    """The error for an invalid line (or piece of one, `part`); located() adds the place in the body."""
+    shown = part[:120].decode("utf-8", errors="backslashreplace")
+    error = InvalidLineError(
+        f"invalid exposition: {problem}",
+        f"invalid exposition: {problem} in {shown!r}",
+        cause=PARSE_CAUSE,
+        action=PARSE_ACTION,
+    )
+    error.problem, error.part = problem, part
+    return error
+
+
+def line_limit_error(problem: str, *, cause: str, action: str) -> LineLimitError:
+    """The error for a line over a limit; located() adds the place in the body."""
+    error = LineLimitError(problem, cause=cause, action=action)
+    error.problem = problem
+    return error
+
+
+def located(
+    error: InvalidLineError | LineLimitError, line_number: int, offset: int, text: bytes
+) -> ScrapeError:
+    """`error` saying where it is: the line's 1-based number and the byte offset of its start in the body,
+    the family, and an excerpt of `text`, the line's first EXCERPT_SOURCE bytes or fewer (for a sample
+    that a raw newline continues, the lines it spans: it is reported at its first line).
+
+    `invalid exposition at line 7 (byte 311), family http_requests_total: <what is wrong> in '<excerpt>'`.
+    """
+    line_limit = error.line_limit if isinstance(error, LineLimitError) else 0
+    if line_limit:  # the same text however much of the line was read when it was found too long
+        text = text[:line_limit]
+    where = f"line {line_number} (byte {offset})"
+    family = family_of(text)
+    if family:
+        where += f", family {family}"
+    problem = error.problem or error.message
+    if isinstance(error, LineLimitError):
+        return LimitExceededError(
+            f"limit exceeded at {where}: {problem} in {excerpt(text, cut=line_limit > 0)}",
+            cause=error.cause,
+            action=error.action,
+        )
+    message = f"invalid exposition at {where}: {problem} in {excerpt(text)}"
+    # The log also gets the refused piece, which a cut excerpt of a long line may not show.
+    detail = f"{message}; refused: {excerpt(error.part)}" if error.part and error.part != text else ""
+    return InvalidExpositionError(message, detail, cause=error.cause, action=error.action)
+
+
+def excerpt(text: bytes, *, cut: bool = False) -> str:
+    """Upstream text for a message: quoted, at most EXCERPT_CHARS characters (then …, as when `cut`, the
+    text being the start of a longer one), invalid UTF-8 and other unprintable characters escaped (`\\x00`,
+    `\\n`), so that it stays one readable line."""
+    decoded = text.decode("utf-8", errors="surrogateescape")
+    shown = "".join(_escaped(char) for char in decoded[:EXCERPT_CHARS])
+    return f"'{shown}…'" if cut or len(decoded) > EXCERPT_CHARS else f"'{shown}'"
+
+
+def family_of(text: bytes) -> str:
+    """The metric name a line (or its start) gives: a sample's, or the one a HELP/TYPE/UNIT line names.
+
+    A classic name as it is (cut at EXCERPT_CHARS), a quoted one as excerpt() shows it; '' for none.
+    """
+    match = _FAMILY.match(text)
+    if match is None:
+        return ""
+    if match["name"] is not None:
+        if match["brace"] is not None:
+            return ""  # `{a="x"}`: a label, and no metric name
+        name = match["name"].decode("ascii")
+        return name if len(name) <= EXCERPT_CHARS else name[:EXCERPT_CHARS] + "…"
+    if match["brace"] is not None:
+        # `{"my.metric",…}` names the metric; `{"a.b"="x"}` is a label.
+        if text[match.end() :].lstrip(b" \t")[:1] not in (b",", b"}"):
+            return ""
+    elif match["meta"] is None:
+        return ""
+    return excerpt(match["quoted"])
+
+
+def _escaped(char: str) -> str:
+    if char.isprintable() and char != "'":
+        return char
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is no UTF-8, as surrogateescape decoded it
+        return f"\\x{code - 0xDC00:02x}"
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 class LineBlocks:
-    """Cuts a body's chunks into blocks of whole lines, carrying a partial last line to the next chunk."""
+    """Cuts a body's chunks into blocks of whole lines, carrying a partial last line to the next chunk; knows
+    where in the body each block starts, for errors that say where a line is (located())."""
 
     def __init__(self, line_length_limit: int) -> None:
         self._limit = line_length_limit
         # The unfinished line, in pieces: joining only once it ends keeps a long line linear in time.
         self._carry: list[bytes] = []
         self._carry_length = 0
+        self._carry_line = 1  # the carry's place in the body: its line number and byte offset
+        self._carry_offset = 0
         self.last_block = b""
         """The bytes of the lines last returned, newlines between them (callers may send it as it is)."""
+        self.first_line = 1
+        """The line number of the first line last returned."""
+        self.first_offset = 0
+        """The byte offset in the body of the first line last returned."""
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The whole lines completed by `chunk` (without their newlines); raise if one is over the limit."""
@@ -106,7 +238,8 @@ class LineBlocks:
         if cut < 0:
             self._carry.append(chunk)
             self._carry_length += len(chunk)
-            self._check(self._carry_length)
+            if self._limit and self._carry_length > self._limit:
+                raise self._too_long(self._carry_line, self._carry_offset, b"".join(self._carry))
             return []
         if self._carry:
             self._carry.append(chunk[:cut])
@@ -116,34 +249,61 @@ class LineBlocks:
         rest = chunk[cut + 1 :]
         self._carry = [rest] if rest else []
         self._carry_length = len(rest)
-        self._check(len(rest))
-        self.last_block = data
         lines = data.split(b"\n")
+        self.first_line, self.first_offset = self._carry_line, self._carry_offset
+        self._carry_line += len(lines)
+        self._carry_offset += len(data) + 1
         if self._limit and len(data) > self._limit:  # no line of a block is longer than the block
-            self._check(max(map(len, lines)))
+            for index, line in enumerate(lines):
+                if len(line) > self._limit:
+                    raise self._too_long(self.first_line + index, self.offset_of(lines, index), line)
+        if self._limit and len(rest) > self._limit:
+            raise self._too_long(self._carry_line, self._carry_offset, rest)
+        self.last_block = data
         return lines
 
     def push_back(self, text: bytes) -> None:
-        """Lines of a sample that goes on past this block (a raw newline in a quoted value): read them again
-        with the next chunk."""
+        """Lines of a sample that goes on past this block (a raw newline in a quoted value), as they came:
+        read them again with the next chunk."""
         self._carry.insert(0, text + b"\n")
         self._carry_length += len(text) + 1
+        self._carry_line -= text.count(b"\n") + 1
+        self._carry_offset -= len(text) + 1
 
     def finish(self) -> list[bytes]:
         """The last line when the body did not end in a newline (Prometheus accepts that)."""
         last = b"".join(self._carry)
         self._carry, self._carry_length = [], 0
+        self.first_line, self.first_offset = self._carry_line, self._carry_offset
         self.last_block = last
         return [last] if last else []
 
-    def _check(self, length: int) -> None:
-        if self._limit and length > self._limit:
-            raise line_too_long(self._limit)
+    def offset_of(self, lines: list[bytes], index: int) -> int:
+        """The byte offset in the body of `lines[index]`, of the lines last returned."""
+        return self.first_offset + sum(len(line) + 1 for line in lines[:index])
+
+    def _too_long(self, line_number: int, offset: int, line: bytes) -> ScrapeError:
+        return located(line_too_long(self._limit), line_number, offset, line[:EXCERPT_SOURCE])
 
 
-def line_too_long(limit: int) -> LimitExceededError:
+def line_too_long(limit: int) -> LineLimitError:
     """The error for a line longer than line_length_limit."""
-    return LimitExceededError(f"a line of the upstream body exceeds line_length_limit ({limit} bytes)")
+    error = line_limit_error(
+        f"the line is longer than line_length_limit ({limit} bytes)",
+        cause="the upstream sent a line longer than line_length_limit, which bounds the relay's memory",
+        action="raise line_length_limit for this upstream if its lines are that long (0: no limit)",
+    )
+    error.line_limit = limit
+    return error
+
+
+def label_limit_error(violation: str) -> LineLimitError:
+    """The error for a series over label_limit, label_name_length_limit or label_value_length_limit."""
+    return line_limit_error(
+        violation,
+        cause="a series breaks this upstream's label limits (Prometheus fails such a scrape too)",
+        action="raise the limit, or drop or shorten such labels with metric_relabel_configs",
+    )
 
 
 class ParsedSeries(NamedTuple):
@@ -167,7 +327,7 @@ def parse_series(series: bytes) -> ParsedSeries:
         try:
             pairs = _SIMPLE_PAIR.findall(body.decode("utf-8")) if body else []
         except UnicodeDecodeError:
-            raise _invalid("invalid UTF-8", series) from None
+            raise invalid_line("invalid UTF-8", series) from None
         name = sys.intern(simple[1].decode("ascii"))  # one string per family, not per series
         labels = {"__name__": name}
         labels.update(pairs)
@@ -183,16 +343,16 @@ def _parse_series_in_full(series: bytes) -> ParsedSeries:
     try:
         text = series.decode("utf-8")
     except UnicodeDecodeError:
-        raise _invalid("invalid UTF-8", series) from None
+        raise invalid_line("invalid UTF-8", series) from None
     bare = _BARE_SERIES.fullmatch(series)
     if bare is None and not _BRACED_SERIES.fullmatch(series):
-        raise _invalid("expected a metric name or '{'", series)
+        raise invalid_line("expected a metric name or '{'", series)
     has_braces = bare is None or bare[2] is not None
     body = text[text.index("{") + 1 : text.rindex("}")] if has_braces else ""
     name = bare[1].decode("ascii") if bare is not None else None
     name, labels, dropped_empty = _parse_label_body(body, name, series)
     if not name:
-        raise _invalid("metric name not set", series)
+        raise invalid_line("metric name not set", series)
     return ParsedSeries(name, {"__name__": name, **labels}, dropped_empty, canonical=False)
 
 
@@ -204,22 +364,22 @@ def _parse_label_body(body: str, name: str | None, series: bytes) -> tuple[str |
     while body[position:].strip(" \t"):
         item = _LABEL_ITEM.match(body, position)
         if item is None or item.end() == position:
-            raise _invalid("expected a label name", series)
+            raise invalid_line("expected a label name", series)
         bare_name, quoted_name, equals, value, comma = item.groups()
         position = item.end()
         if equals is None:
             # A quoted string alone is the metric name, when a comma or the closing brace follows it.
             if quoted_name is None or not (comma or position == len(body)):
-                raise _invalid("expected '=' after a label name", series)
+                raise invalid_line("expected '=' after a label name", series)
             if name is not None:
-                raise _invalid("metric name already set", series)
+                raise invalid_line("metric name already set", series)
             name = unescape(quoted_name)
             continue
         if value is None:
-            raise _invalid("expected a quoted label value", series)
+            raise invalid_line("expected a quoted label value", series)
         label = bare_name if bare_name is not None else unescape(quoted_name)
         if not label or label == "__name__" or label in labels:
-            raise _invalid(f"label name {label!r} is empty, reserved or repeated", series)
+            raise invalid_line(f"label name {label!r} is empty, reserved or repeated", series)
         if value:
             labels[label] = unescape(value)
         else:
@@ -235,7 +395,7 @@ def is_openmetrics_series(series: bytes) -> bool:
 
 def openmetrics_series_error(series: bytes) -> InvalidExpositionError:
     """The error for a series text in the text format's looser form inside an OpenMetrics body."""
-    return _invalid(
+    return invalid_line(
         "OpenMetrics label sets have no blanks and a comma between labels, none at the end", series
     )
 
@@ -250,12 +410,12 @@ def split_tail(tail: bytes) -> tuple[bytes, bytes | None]:
     """Value and timestamp tokens from what follows a series; raise InvalidExpositionError if invalid."""
     match = _TAIL.fullmatch(tail)
     if match is None:
-        raise _invalid("expected a value and an optional timestamp after the series", tail)
+        raise invalid_line("expected a value and an optional timestamp after the series", tail)
     value, timestamp = match[1], match[2]
     _check_range(value)
     # Length first: int() of a huge digit string is slow, and refused past 4300 digits.
     if timestamp is not None and (len(timestamp) > 19 or int(timestamp) > _INT64_MAX):
-        raise _invalid("timestamp out of range", timestamp)
+        raise invalid_line("timestamp out of range", timestamp)
     return value, timestamp
 
 
@@ -264,7 +424,7 @@ def parse_metadata(line: bytes) -> Metadata | None:
     match = _META.fullmatch(line)
     if match is None:
         if re.match(rb"#[ \t]+(HELP|TYPE)[ \t]", line):
-            raise _invalid("expected a metric name after HELP or TYPE", line)
+            raise invalid_line("expected a metric name after HELP or TYPE", line)
         return None
     rest = match[3]
     # The text starts one character after the name (promlex's {C}*), unless only blanks follow it.
@@ -275,7 +435,7 @@ def _check_range(value: bytes) -> None:
     """Go's ParseFloat refuses a finite number too large for a float64 (Python would make it inf)."""
     lowered = value.lower()
     if b"inf" not in lowered and b"nan" not in lowered and float(value) in (float("inf"), float("-inf")):
-        raise _invalid("value out of range", value)
+        raise invalid_line("value out of range", value)
 
 
 def parse_openmetrics_metadata(line: bytes) -> Metadata:
@@ -284,7 +444,7 @@ def parse_openmetrics_metadata(line: bytes) -> Metadata:
         return Metadata("", b"EOF", b"")
     match = _OPENMETRICS_META.fullmatch(line)
     if match is None:
-        raise _invalid("OpenMetrics allows only HELP, TYPE, UNIT and EOF comments", line)
+        raise invalid_line("OpenMetrics allows only HELP, TYPE, UNIT and EOF comments", line)
     return _metadata(line, match[1], match[2], match[3], OPENMETRICS_TYPES)
 
 
@@ -294,12 +454,14 @@ def _metadata(line: bytes, kind: bytes, raw_name: bytes, text: bytes, types: fro
         if kind == b"HELP":
             text.decode("utf-8")
     except UnicodeDecodeError:
-        raise _invalid("invalid UTF-8", line) from None
+        raise invalid_line("invalid UTF-8", line) from None
     if kind == b"TYPE" and text not in types:
-        raise _invalid(f"invalid metric type {text.decode(errors='replace')!r}", line)
+        raise invalid_line(f"invalid metric type {text.decode(errors='replace')!r}", line)
     # OpenMetrics: a unit is the end of its family's name, after an underscore (as Prometheus checks).
     if kind == b"UNIT" and text and not family.endswith("_" + text.decode(errors="replace")):
-        raise _invalid(f"unit {text.decode(errors='replace')!r} is not a suffix of metric {family!r}", line)
+        raise invalid_line(
+            f"unit {text.decode(errors='replace')!r} is not a suffix of metric {family!r}", line
+        )
     return Metadata(family, kind, text)
 
 
@@ -307,7 +469,7 @@ def split_openmetrics_tail(tail: bytes) -> tuple[bytes, bytes | None]:
     """Value and timestamp (seconds, may be fractional) after an OpenMetrics series; single spaces only."""
     match = _OPENMETRICS_TAIL.fullmatch(tail)
     if match is None:
-        raise _invalid("expected ' value' and an optional ' timestamp' after the series", tail)
+        raise invalid_line("expected ' value' and an optional ' timestamp' after the series", tail)
     _check_range(match[1])
     if match[2] is not None:
         _check_range(match[2])
@@ -318,7 +480,7 @@ def check_exemplar(exemplar: bytes) -> None:
     """Raise unless `exemplar` is ` # {labels} value[ timestamp]` as OpenMetrics writes it."""
     match = _EXEMPLAR.fullmatch(exemplar)
     if match is None:
-        raise _invalid("malformed exemplar", exemplar)
+        raise invalid_line("malformed exemplar", exemplar)
     if match[1] is not None:
         _check_range(match[1])
 
@@ -403,12 +565,4 @@ def legacy_names(labels: dict[str, str]) -> bool:
     """Whether the metric name and every label name fit the classic (non-UTF-8) name syntax."""
     return LEGACY_METRIC_NAME.fullmatch(labels["__name__"]) is not None and all(
         LEGACY_LABEL_NAME.fullmatch(label) for label in labels if label != "__name__"
-    )
-
-
-def _invalid(problem: str, text: bytes) -> InvalidExpositionError:
-    # The scraper gets the problem; the offending text, being the upstream's, goes to the log only.
-    shown = text[:120].decode("utf-8", errors="backslashreplace")
-    return InvalidExpositionError(
-        f"invalid exposition: {problem}", f"invalid exposition: {problem} in {shown!r}"
     )

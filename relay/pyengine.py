@@ -3,7 +3,9 @@
 lines → series → relabel → canonical text, with metadata placement, limits and counts. Series results come
 from the upstream's Rules (rules.py), learnt once and remembered, so that in steady state a sample line costs
 a few dictionary look-ups. Values and timestamps pass through as the bytes they arrived as. The compiled
-engine (`_engine.pyx`) does the same work in C and must give the same bytes, counts and errors.
+engine (`_engine.pyx`) does the same work in C and must give the same bytes, counts and errors. An error about
+one line names where it is (line number, byte offset, family, excerpt: exposition.located), from where
+LineBlocks says the block starts and the line's index in it, worked out only once there is an error.
 
 Output rules, so that the strictest parser accepts it: series as they came when no rule changed them,
 otherwise in canonical form (no blanks, no empty label values, the input's label order), one space before the
@@ -12,13 +14,25 @@ value; metadata as MetadataTracker places it; no comments or blank lines.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import cast
 
 from relay.errors import InvalidExpositionError, LimitExceededError
-from relay.exposition import EOF_LINE, LineBlocks, check_exemplar, line_too_long, opens_quote
+from relay.exposition import (
+    EOF_LINE,
+    EXCERPT_SOURCE,
+    LINE_ERRORS,
+    LineBlocks,
+    check_exemplar,
+    invalid_line,
+    label_limit_error,
+    line_too_long,
+    located,
+    opens_quote,
+)
 from relay.metadata import MetadataTracker
 from relay.rules import INVALID_LINE, Rules
 
@@ -103,6 +117,7 @@ class PythonBodyRelabeler:
         # While every line goes out as it came, in order, the block itself is the output (no join).
         verbatim = True
         remaining = iter(lines)
+        sample_start = -1  # the index of a sample's first line while the lines it spans are joined
         try:
             for raw in remaining:
                 line = raw
@@ -138,9 +153,10 @@ class PythonBodyRelabeler:
                 if result is INVALID_LINE and not (continued or openmetrics) and opens_quote(line):
                     # A raw newline inside a quoted label value (Prometheus' lexer takes it): the sample goes
                     # on in the next lines; relabel it whole, or carry it to the next chunk.
+                    sample_start = len(lines) - operator.length_hint(remaining) - 1
                     joined, complete = self._continued(line, remaining)
                     if not complete and not final:
-                        self._blocks.push_back(joined)
+                        self._blocks.push_back(b"\n".join(lines[sample_start:]))
                         break
                     self.samples_in += samples_in
                     self.samples_out += samples_out
@@ -148,6 +164,7 @@ class PythonBodyRelabeler:
                     self._last_name = last_name
                     relayed = self._lines([joined], continued=True)
                     last_name = self._last_name
+                    sample_start = -1
                     verbatim = False
                     if relayed:
                         append(relayed[:-1])
@@ -168,7 +185,7 @@ class PythonBodyRelabeler:
                     verbatim = False
                     continue
                 if limit_error:
-                    raise LimitExceededError(limit_error)
+                    raise label_limit_error(limit_error)
                 if name != last_name:  # families run in blocks: check once per name change
                     last_name = name
                     extend(metadata.describe(name))
@@ -189,6 +206,15 @@ class PythonBodyRelabeler:
                     append(output + (tail if new_tail is True else cast(bytes, new_tail)) + exemplar)
                 if sample_limit and self.samples_out + samples_out > sample_limit:
                     raise sample_limit_error(sample_limit)
+        except LINE_ERRORS as error:
+            if continued:  # the caller knows where the sample is
+                raise
+            # The line being read, or the lines of the sample being joined: the iterator has given them.
+            end = len(lines) - operator.length_hint(remaining)
+            start = sample_start if sample_start >= 0 else end - 1
+            text = b"\n".join(lines[start:end])[:EXCERPT_SOURCE]
+            blocks = self._blocks
+            raise located(error, blocks.first_line + start, blocks.offset_of(lines, start), text) from error
         finally:
             self.samples_in += samples_in
             self.samples_out += samples_out
@@ -229,10 +255,7 @@ def split_exemplar(line: bytes) -> tuple[bytes, bytes]:
     name = _SAMPLE_NAME.match(line)
     if name is not None and not (name[1] or name[2] or b"").endswith(_EXEMPLAR_SUFFIXES_BYTES):
         # OpenMetrics puts exemplars on counters' _total and histograms' _bucket samples only.
-        raise InvalidExpositionError(
-            "invalid exposition: exemplars are allowed only on _total and _bucket samples",
-            f"invalid exposition: exemplar on a sample that may not carry one in {line[:120]!r}",
-        )
+        raise invalid_line("exemplars are allowed only on _total and _bucket samples", exemplar)
     check_exemplar(exemplar)
     return line[:mark], exemplar
 
@@ -240,7 +263,7 @@ def split_exemplar(line: bytes) -> tuple[bytes, bytes]:
 def openmetrics_line_error(line: bytes, *, ended: bool) -> InvalidExpositionError:
     """The error for a blank line, a leading blank or anything after `# EOF` in OpenMetrics."""
     problem = "content after # EOF" if ended else "blank lines and leading blanks are not OpenMetrics"
-    return InvalidExpositionError(f"invalid exposition: {problem}: {line[:80]!r}")
+    return invalid_line(problem, line)
 
 
 def missing_eof() -> InvalidExpositionError:

@@ -2,8 +2,9 @@
 
 relay/pyengine.py is the specification; relay/_engine.pyx must give, for every body, chunking, format,
 limit and rule set, the same per-chunk output, the same `samples_in`, `samples_out`, `dropped` and
-`memo_misses`, and the same error (class, message and args) at the same call. Each engine gets Rules of
-its own (the memo lives in Rules), and each body is relayed twice with them, memo cold then warm.
+`memo_misses`, and the same error (class, message with its place in the body, args, detail, cause and
+action) at the same call. Each engine gets Rules of its own (the memo lives in Rules), and each body is
+relayed twice with them, memo cold then warm.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from relay import pipeline
 from relay.config import UpstreamConfig, parse
-from relay.errors import InvalidExpositionError
+from relay.errors import InvalidExpositionError, ScrapeError
 from relay.exposition import opens_quote, split_openmetrics_tail, split_tail
 from relay.pipeline import body_relabeler
 from relay.rules import Rules
@@ -65,7 +66,7 @@ class Outcome:
     """What one engine made of one body: each call's output, the error if any, and the counts."""
 
     outputs: tuple[bytes, ...]
-    error: tuple[type[BaseException], str, tuple[object, ...]] | None
+    error: tuple[type[BaseException], str, tuple[object, ...], tuple[str, ...]] | None
     samples_in: int
     samples_out: int
     dropped: dict[str, int]
@@ -93,7 +94,7 @@ class Scrape:
         self.rules = rules
         self.relabeler = body_relabeler(rules, openmetrics=openmetrics, utf8_names=utf8_names, engine=engine)
         self.outputs: list[bytes] = []
-        self.error: tuple[type[BaseException], str, tuple[object, ...]] | None = None
+        self.error: tuple[type[BaseException], str, tuple[object, ...], tuple[str, ...]] | None = None
         self.done = False
 
     def call(self, chunk: bytes | list[bytes] | None) -> None:
@@ -108,7 +109,8 @@ class Scrape:
             else:
                 self.outputs.append(self.relabeler.feed(chunk))
         except Exception as exc:  # noqa: BLE001 - whatever one engine raises, the other must raise too
-            self.error = (type(exc), str(exc), exc.args)
+            explained = (exc.detail, exc.cause, exc.action) if isinstance(exc, ScrapeError) else ()
+            self.error = (type(exc), str(exc), exc.args, explained)
             self.done = True
         if chunk is None:
             self.done = True

@@ -8,9 +8,12 @@ from hypothesis import strategies as st
 
 from relay.errors import InvalidExpositionError, LimitExceededError
 from relay.exposition import (
+    EXCERPT_CHARS,
     LineBlocks,
     belongs_to_family,
     escape_label_value,
+    excerpt,
+    family_of,
     parse_metadata,
     parse_series,
     serialize_series,
@@ -195,13 +198,87 @@ def test_line_blocks_carry_partial_lines_and_accept_a_missing_final_newline():
     assert blocks.finish() == []
 
 
-def test_line_length_limit():
-    """A line longer than the limit fails, whether complete or still arriving."""
-    with pytest.raises(LimitExceededError, match="line_length_limit"):
-        LineBlocks(line_length_limit=10).feed(b"x" * 11 + b"\n")
-    with pytest.raises(LimitExceededError, match="line_length_limit"):
-        LineBlocks(line_length_limit=10).feed(b"x" * 11)
+def test_line_blocks_know_where_their_lines_start():
+    """Each block's first line number and byte offset follow the body, past carried and pushed-back lines."""
+    blocks = LineBlocks(line_length_limit=0)
+    assert blocks.feed(b"a 1\nb") == [b"a 1"]
+    assert (blocks.first_line, blocks.first_offset) == (1, 0)
+    lines = blocks.feed(b' 2\nc{d="x\ny"} 3\ne')
+    assert lines == [b"b 2", b'c{d="x', b'y"} 3']
+    assert (blocks.first_line, blocks.first_offset) == (2, 4)
+    assert blocks.offset_of(lines, 2) == 15
+    blocks.push_back(b"\n".join(lines[1:]))  # a sample that goes on: read again with the next chunk
+    assert blocks.feed(b" 4\n") == [b'c{d="x', b'y"} 3', b"e 4"]
+    assert (blocks.first_line, blocks.first_offset) == (3, 8)
+    assert blocks.finish() == []
+
+
+TOO_LONG = "the line is longer than line_length_limit (10 bytes)"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ([b"ok\n" + b"x" * 11 + b"\n"], f"line 2 (byte 3), family xxxxxxxxxx: {TOO_LONG} in 'xxxxxxxxxx…'"),
+        ([b"ok\n", b"x" * 6, b"x" * 5], f"line 2 (byte 3), family xxxxxxxxxx: {TOO_LONG} in 'xxxxxxxxxx…'"),
+        ([b"ok\n{a=" + b"x" * 11 + b"\nok\n"], f"line 2 (byte 3): {TOO_LONG} in '{{a=xxxxxxx…'"),
+        ([b"ok\nok\n" + b"y" * 20], f"line 3 (byte 6), family yyyyyyyyyy: {TOO_LONG} in 'yyyyyyyyyy…'"),
+    ],
+)
+def test_line_length_limit(chunks, message):
+    """A line longer than the limit fails, whether complete or still arriving, named where it starts and
+    shown up to the limit (however much of it had arrived)."""
+    blocks = LineBlocks(line_length_limit=10)
+    for chunk in chunks[:-1]:
+        blocks.feed(chunk)
+    with pytest.raises(LimitExceededError) as caught:
+        blocks.feed(chunks[-1])
+    assert caught.value.message == f"limit exceeded at {message}"
     assert LineBlocks(line_length_limit=0).feed(b"x" * 100_000 + b"\n") == [b"x" * 100_000]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (b'a{b="c"} 1', "'a{b=\"c\"} 1'"),
+        (b"\x00\x1b\x7f", "'\\x00\\x1b\\x7f'"),
+        (b"tab\tnew\nline\r", "'tab\\tnew\\nline\\r'"),
+        (b"\xff\xc3(", "'\\xff\\xc3('"),
+        ("é ü \u200b".encode(), "'é ü \\u200b'"),
+        (b"it's", "'it\\'s'"),
+        (rb'a{b="\"x\\"}', "'" + r'a{b="\"x\\"}' + "'"),  # the text format's own escapes stay as they are
+        (b"y" * 81, "'" + "y" * 80 + "…'"),
+        ("é".encode() * 100, "'" + "é" * 80 + "…'"),
+    ],
+)
+def test_excerpts_are_short_escaped_and_one_line(text, shown):
+    """An excerpt is quoted, cut after 80 characters, and escapes invalid UTF-8 and unprintable characters."""
+    assert excerpt(text) == shown
+    assert "\n" not in excerpt(text)
+    assert len(excerpt(text)) <= EXCERPT_CHARS * 6 + 3
+
+
+@pytest.mark.parametrize(
+    ("line", "family"),
+    [
+        (b'apiserver_request_total{code="200"} 1', "apiserver_request_total"),
+        (b"  up 1", "up"),
+        (b"# HELP up Whether the target is up.", "up"),
+        (b"# TYPE\tup gauge", "up"),
+        (b'# TYPE "my.metric" gauge', "'my.metric'"),
+        (b'{"my.metric","a"="b"} 1', "'my.metric'"),
+        (b'{ "my.metric" } 1', "'my.metric'"),
+        (b'{"a.b"="x"} 1', ""),
+        (b'{a="x"} 1', ""),
+        (b"# a comment", ""),
+        (b"1_000", ""),
+        (b"", ""),
+        (b"n" * 200, "n" * 80 + "…"),
+    ],
+)
+def test_the_family_of_a_line(line, family):
+    """A sample's metric name or the name a HELP/TYPE line gives, quoted only when it is no classic name."""
+    assert family_of(line) == family
 
 
 @given(st.text())

@@ -94,3 +94,16 @@ async def test_an_invalid_last_line_fails_in_finish():
     out, error = await relayed(rules(), Upstream([b"a 1\nb 1_000"]))
     assert out == b"a 1\n"
     assert isinstance(error, InvalidExpositionError)
+
+
+async def test_a_failure_in_a_later_batch_names_its_place_in_the_whole_body():
+    """Batches handed to the worker one after another count lines and bytes on from the batch before."""
+    good = b"".join(b'm{i="%d"} %d\n' % (i, i) for i in range(20_000))
+    body = good + b'm{i="bad"} 1_000\n' + good
+    chunks = [body[offset : offset + 777] for offset in range(0, len(body), 777)]
+    _, error = await relayed(rules(), Upstream(chunks))
+    assert isinstance(error, InvalidExpositionError)
+    assert error.message == (
+        f"invalid exposition at line 20001 (byte {len(good)}), family m: expected a value and an optional "
+        "timestamp after the series in 'm{i=\"bad\"} 1_000'"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -10,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.config import parse
-from relay.errors import InvalidExpositionError, LimitExceededError
+from relay.errors import InvalidExpositionError, LimitExceededError, ScrapeError
 from relay.exposition import parse_series, serialize_series, split_tail
 from relay.pipeline import BodyRelabeler, body_relabeler
 from relay.rules import Rules
+from tests.support import require_fixtures
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -450,3 +452,167 @@ def test_a_quoted_value_left_open_fails_or_is_dropped():
         relay(b'b{c="' + b"x\n" * 40 + b'"} 1\n', rules(line_length_limit=50))
     with pytest.raises(InvalidExpositionError):
         relay(b'a_total{b="x\ny"} 1\n# EOF\n', openmetrics=True)
+
+
+# --- where a failure is: line, byte, family and an excerpt ---------------------------------------------
+
+TAIL_PROBLEM = "expected a value and an optional timestamp after the series"
+LONG_LINE = b'big{x="' + b"y" * 100_000 + b'"} 1_000'
+
+
+@pytest.mark.parametrize(
+    ("body", "settings_", "message"),
+    [
+        (
+            b'# TYPE a counter\na_total 1\napiserver_request_total{code="200"} 1_000\n',
+            {},
+            "invalid exposition at line 3 (byte 27), family apiserver_request_total: "
+            f"{TAIL_PROBLEM} in 'apiserver_request_total{{code=\"200\"}} 1_000'",
+        ),
+        (
+            b'a{x="1\n2"} 1\nb 1_000\n',
+            {},
+            f"invalid exposition at line 3 (byte 13), family b: {TAIL_PROBLEM} in 'b 1_000'",
+        ),
+        (
+            b'ok 1\nb{x="1\n2"} 1_000\n',
+            {},
+            f"invalid exposition at line 2 (byte 5), family b: {TAIL_PROBLEM} in 'b{{x=\"1\\n2\"}} 1_000'",
+        ),
+        (
+            b"ok 1\n" + LONG_LINE + b"\n",
+            {},
+            f"invalid exposition at line 2 (byte 5), family big: {TAIL_PROBLEM} in 'big{{x=\"{'y' * 73}…'",
+        ),
+        (
+            b'ok 1\na{x="\x00\x1b\t"} 1 2 3\n',
+            {},
+            f"invalid exposition at line 2 (byte 5), family a: {TAIL_PROBLEM} "
+            "in 'a{x=\"\\x00\\x1b\\t\"} 1 2 3'",
+        ),
+        (
+            b'ok 1\na{x="\xff\xfe"} 1\n',
+            {},
+            "invalid exposition at line 2 (byte 5), family a: invalid UTF-8 in 'a{x=\"\\xff\\xfe\"} 1'",
+        ),
+        (
+            b"ok 1\n# TYPE b bogus\n",
+            {},
+            "invalid exposition at line 2 (byte 5), family b: invalid metric type 'bogus' "
+            "in '# TYPE b bogus'",
+        ),
+        (
+            b'ok 1\n{a="x"} 1\n',
+            {},
+            "invalid exposition at line 2 (byte 5): metric name not set in '{a=\"x\"} 1'",
+        ),
+        (
+            b"ok 1\n  b 1_0",  # a last line without newline, after blanks
+            {},
+            f"invalid exposition at line 2 (byte 5), family b: {TAIL_PROBLEM} in '  b 1_0'",
+        ),
+        (
+            b'bad 1_0\nok 1\nc{x="\xff"} 1\nd{x="1\n2"} 1 2 3\n# TYPE e bogus\n',
+            {"on_invalid_line": "drop"},  # three lines dropped, and counted in the line numbers
+            "invalid exposition at line 6 (byte 41), family e: invalid metric type 'bogus' "
+            "in '# TYPE e bogus'",
+        ),
+        (
+            b"ok 1\n" + b'b{x="' + b"y" * 30 + b'"} 1\n',
+            {"line_length_limit": "20B"},
+            "limit exceeded at line 2 (byte 5), family b: the line is longer than line_length_limit "
+            "(20 bytes) in 'b{x=\"yyyyyyyyyyyyyyy…'",
+        ),
+        (
+            b"ok 1\n" + LONG_LINE,
+            {"line_length_limit": "1KiB", "on_invalid_line": "drop"},
+            "limit exceeded at line 2 (byte 5), family big: the line is longer than line_length_limit "
+            f"(1024 bytes) in 'big{{x=\"{'y' * 73}…'",
+        ),
+        (
+            b'ok 1\nm{a="1",b="2"} 1\n',
+            {"label_limit": 2},
+            "limit exceeded at line 2 (byte 5), family m: a series has 3 labels, more than label_limit (2) "
+            'in \'m{a="1",b="2"} 1\'',
+        ),
+    ],
+)
+@pytest.mark.parametrize("chunk", [0, 1, 3, 7, 4096])
+def test_a_failure_names_line_byte_family_and_an_excerpt(body, settings_, message, chunk):
+    """A line that fails the scrape is named by its line number, the byte offset of its start, its family
+    and a short escaped excerpt, the same however the body is cut into chunks."""
+    with pytest.raises(ScrapeError) as caught:
+        relay(body, rules(**settings_), chunk=chunk)
+    assert caught.value.message == message
+    assert caught.value.cause  # what the 502 body and the log explain besides
+    assert caught.value.action
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b"a 1\n# EOF\nb 2\n",
+            "invalid exposition at line 3 (byte 10), family b: content after # EOF in 'b 2'",
+        ),
+        (
+            b"# TYPE a counter\na_total 1\n\n# EOF\n",
+            "invalid exposition at line 3 (byte 27): blank lines and leading blanks are not OpenMetrics "
+            "in ''",
+        ),
+        (
+            b'# TYPE a gauge\na 1 # {t="1"} 2\n# EOF\n',
+            "invalid exposition at line 2 (byte 15), family a: exemplars are allowed only on _total and "
+            "_bucket samples in 'a 1 # {t=\"1\"} 2'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("chunk", [0, 1, 5])
+def test_an_openmetrics_failure_names_where_it_is(body, message, chunk):
+    """OpenMetrics' own refusals (after # EOF, blank lines, misplaced exemplars) say where they are too."""
+    with pytest.raises(InvalidExpositionError) as caught:
+        relay(body, chunk=chunk, openmetrics=True)
+    assert caught.value.message == message
+
+
+def test_the_refused_piece_of_a_long_line_goes_to_the_log():
+    """The excerpt of a long line stops after 80 characters; the detail adds the piece that is wrong."""
+    with pytest.raises(InvalidExpositionError) as caught:
+        relay(b"ok 1\n" + LONG_LINE + b"\n")
+    assert len(caught.value.message) < 300
+    assert caught.value.detail == caught.value.message + "; refused: ' 1_000'"
+
+
+def test_body_level_failures_name_no_line():
+    """sample_limit and a missing # EOF are about the whole body: their messages stay as they were."""
+    with pytest.raises(LimitExceededError) as caught:
+        relay(b"a 1\nb 1\nc 1\n", rules(sample_limit=2))
+    assert caught.value.message == "more samples than sample_limit (2)"
+    with pytest.raises(InvalidExpositionError) as missing:
+        relay(b"a 1\n", openmetrics=True)
+    assert missing.value.message == "invalid exposition: the OpenMetrics body ended without # EOF"
+
+
+@pytest.mark.fixtures
+@pytest.mark.parametrize("chunk", [0, 65536, 777])
+def test_an_invalid_line_deep_in_a_real_body_is_found_where_it_is(chunk):
+    """In the real kube-apiserver capture, the value of a sample two thirds of the way in spoiled: the failure
+    names the line, its byte offset and its family as counted independently from the body."""
+    body = (require_fixtures() / "kube-apiserver-1.35-minikube.prom").read_bytes()
+    start = body.index(b"\n", len(body) * 2 // 3) + 1
+    while body[start] == ord("#"):
+        start = body.index(b"\n", start) + 1
+    end = body.index(b"\n", start)
+    value = body.rindex(b" ", start, end) + 1
+    spoiled = body[:value] + b"1_000" + body[end:]
+    line = spoiled[start : value + 5]
+    family = re.match(rb"[a-zA-Z_:][a-zA-Z0-9_:]*", line)
+    assert family is not None
+    with pytest.raises(InvalidExpositionError) as caught:
+        relay(spoiled, chunk=chunk)
+    shown = line.decode()[:80] + ("…" if len(line) > 80 else "")
+    line_number = body.count(b"\n", 0, start) + 1
+    assert caught.value.message == (
+        f"invalid exposition at line {line_number} (byte {start}), family {family[0].decode()}: "
+        f"{TAIL_PROBLEM} in '{shown}'"
+    )
