@@ -1,8 +1,9 @@
-"""Test doubles that are real servers: a TLS upstream with scripted answers, and an in-process relay."""
+"""Test doubles that are real servers (a scripted TLS upstream, an in-process relay), and certificates."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import ssl
@@ -11,9 +12,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from relay.lifecycle import RelayServer, ServeOptions
 from relay.runtime import Runtime
@@ -84,6 +89,40 @@ class Pki:
         return context
 
 
+def write_other_key(path: Path) -> None:
+    """Write a fresh key to `path`: one that belongs to no certificate of the test."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def write_encrypted_key(path: Path) -> None:
+    """Write a key protected by a passphrase to `path`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+
+
+def certificate_with_a_broken_key(cert: trustme.LeafCert) -> bytes:
+    """The certificate's PEM with its public key point zeroed: it parses, its key does not."""
+    certificate = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+    der = bytearray(certificate.public_bytes(serialization.Encoding.DER))
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    end = der.find(spki) + len(spki)
+    der[end - 20 : end] = bytes(20)
+    return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)) + b"-----END CERTIFICATE-----\n"
+
+
 @dataclass
 class Upstream:
     """A real HTTPS server on 127.0.0.1 whose answer is the `handler` of the moment; it records requests."""
@@ -136,6 +175,12 @@ def config_yaml(url: str, files: ClientFiles | None = None, extra: str = "", nam
             f"      key_file: {files.key_file}\n"
         )
     return f"upstreams:\n  - name: {name}\n    url: {url}\n{tls}{extra}"
+
+
+async def request_text(url: str, method: str = "GET", **headers: str) -> tuple[int, str, str]:
+    """One request with these headers: the answer's status, Content-Type and text."""
+    async with aiohttp.ClientSession() as session, session.request(method, url, headers=headers) as response:
+        return response.status, response.headers.get("Content-Type", ""), await response.text()
 
 
 @dataclass

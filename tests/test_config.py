@@ -1,4 +1,4 @@
-"""The configuration check: defaults and units, and the table of every message a bad file can give."""
+"""The configuration check: defaults, and the table of every message a bad file can give."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import pytest
 from relay.config import parse
 from relay.errors import ConfigError
 from relay.loading import check_file
-from relay.units import format_duration, parse_duration, parse_size
-from tests.support import Pki
-from tests.test_server import certificate_with_a_broken_key, write_encrypted_key, write_other_key
+from tests.support import Pki, certificate_with_a_broken_key, write_encrypted_key, write_other_key
 
 FULL = """\
 upstreams:
@@ -853,37 +851,3 @@ def test_every_message_the_code_can_give_is_in_the_table():
     assert UNREACHABLE.keys() <= fragments  # no excuse outlives its message
     missing = [text for text in sorted(fragments - UNREACHABLE.keys()) if text not in table]
     assert sorted(missing) == sorted(elsewhere)
-
-
-# --- units ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("0", 0), ("10s", 10), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("2d", 172800), ("1w", 604800)],
-)
-def test_durations(text, seconds):
-    """Prometheus durations are read in seconds."""
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "10", "s", "1s1m", "1.5s", "-1s", "10 s"])
-def test_bad_durations(text):
-    """Anything Prometheus' ParseDuration refuses is refused."""
-    with pytest.raises(ValueError, match="not a duration"):
-        parse_duration(text)
-
-
-def test_duration_formatting_round_trips():
-    """Durations print the way Prometheus writes them."""
-    for text in ("1m30s", "500ms", "1h", "10s", "1d2h3m4s5ms"):
-        assert format_duration(parse_duration(text)) == text
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [("0", 0), ("1024", 1024), ("1KB", 1024), ("64MB", 64 << 20), ("1GiB", 1 << 30), ("2 mib", 2 << 20)],
-)
-def test_sizes(text, size):
-    """Sizes are bytes, with base-2 units as Prometheus reads them."""
-    assert parse_size(text) == size

@@ -20,6 +20,7 @@ from tests.support import (
     Pki,
     body_handler,
     config_yaml,
+    request_text,
     require_tool,
     running_relay,
     running_upstream,
@@ -344,3 +345,24 @@ async def test_certificate_expiry_is_marked_as_it_nears(tmp_path, days_left, mar
     assert row is not None
     verb, _, moment = told.partition(" ")
     assert re.search(rf'{verb} <time datetime="[^"]+" title="[^"]+"{marking}>{moment}</time>', row[1])
+
+
+async def test_a_failed_scrape_shows_on_the_page_escaped(tmp_path):
+    """Before a scrape the page says so; after a failing one it names the reason, with the upstream's answer
+    escaped, links to the upstream and the relay's metrics, and shows no key material."""
+    pki = Pki(tmp_path)
+    async with (
+        running_upstream(pki.server_context(), body_handler(b"<script>", status=500)) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files(), name="ack-one"), tmp_path) as relay,
+    ):
+        before = await request_text(f"{relay.base_url}/")
+        await request_text(f"{relay.base_url}/metrics")
+        status, content_type, page = await request_text(f"{relay.base_url}/")
+    assert "not scraped yet" in before[2]
+    assert status == 200
+    assert content_type.startswith("text/html")
+    assert 'href="metrics/ack-one"' in page
+    assert 'href="relay/metrics"' in page
+    assert "failed (http_status)" in page
+    assert "<script>" not in page
+    assert "BEGIN" not in page  # no certificate or key material

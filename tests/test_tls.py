@@ -1,22 +1,36 @@
-"""Client credentials from files, with real generated certificates: every check, the facts, rotation."""
+"""Client credentials from files (generated certificates): checks, facts, rotation, a live relay's use."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from relay.config import UpstreamConfig, parse
+from relay.errors import ClientTLSMaterialError
 from relay.tls import CredentialSource, check_all, setting_line, shown_path
-from tests.support import ClientFiles, Pki, config_yaml
-from tests.test_server import write_other_key
+from tests.support import (
+    ClientFiles,
+    Pki,
+    body_handler,
+    certificate_with_a_broken_key,
+    config_yaml,
+    request_text,
+    running_relay,
+    running_upstream,
+    write_encrypted_key,
+    write_other_key,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -208,3 +222,107 @@ def test_a_rotation_to_an_expired_certificate_is_refused(pki, caplog):
         "using a client certificate outside its validity period; the upstream will likely refuse it"
     )
     assert warning.__dict__["error"] == "the client certificate expired at 2021-01-01T00:00:00Z"
+
+
+def test_ca_file_replaces_the_system_cas(pki):
+    """With ca_file set, only that CA vouches for the upstream: public CAs are not trusted too."""
+    context = CredentialSource(upstream_for(pki.client_files())).current().ssl_context
+    assert context is not None
+    assert context.cert_store_stats()["x509_ca"] == 1
+    upstream = parse(config_yaml("https://h/m"), source="r.yml", base_dir=Path("/")).upstreams[0]
+    system = CredentialSource(upstream).current().ssl_context
+    assert system is not None
+    assert context.verify_mode == system.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_certificate_with_an_unreadable_key_is_a_located_problem(pki):
+    """A certificate whose public key cannot be read is refused by name, and never replaces a good set."""
+    files = pki.client_files()
+    upstream = upstream_for(files)
+    source = CredentialSource(upstream)
+    good = source.current()
+    files.cert_file.write_bytes(certificate_with_a_broken_key(pki.client_cert))
+    assert source.current() is good
+    with pytest.raises(ClientTLSMaterialError, match="public key cannot be read"):
+        CredentialSource(upstream).current()
+
+
+# --- credentials as a live relay uses them ------------------------------------------------------------
+
+BODY = b"# TYPE up gauge\nup 1\n"
+
+
+def remove_cert_file(files: ClientFiles) -> None:
+    files.cert_file.unlink()
+
+
+def write_garbage_cert_file(files: ClientFiles) -> None:
+    files.cert_file.write_text("not a certificate")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (
+            lambda files: write_other_key(files.key_file),
+            "tls_config.key_file: the key does not match tls_config.cert_file",
+        ),
+        (
+            lambda files: write_encrypted_key(files.key_file),
+            "tls_config.key_file: the key is encrypted; the relay never prompts for a passphrase",
+        ),
+        (remove_cert_file, "tls_config.cert_file: cannot read"),
+        (write_garbage_cert_file, "tls_config.cert_file: not a PEM certificate"),
+    ],
+    ids=["mismatched", "encrypted", "missing", "garbage"],
+)
+async def test_unusable_client_files_give_502_and_stay_ready(pki, tmp_path, breakage, message):
+    """Broken credential files at start: scrapes are 502s naming the file, yet the relay stays ready and its
+    own metrics (where one alerts from) say what is wrong."""
+    files = pki.client_files()
+    breakage(files)
+    async with (
+        running_upstream(pki.server_context(), body_handler(BODY)) as upstream,
+        running_relay(config_yaml(upstream.url, files), tmp_path) as relay,
+    ):
+        status, _, text = await request_text(f"{relay.base_url}/metrics")
+        ready = await request_text(f"{relay.base_url}/-/ready")
+        own = await request_text(f"{relay.base_url}/relay/metrics")
+    assert status == 502
+    assert message in text
+    assert "BEGIN" not in text
+    assert ready[0] == 200
+    assert 'metrics_relay_scrape_failures_total{reason="client_tls",upstream="test"} 1.0' in own[2]
+    assert 'metrics_relay_upstream_up{upstream="test"} 0.0' in own[2]
+    assert upstream.requests == []
+
+
+async def echo_client_serial(request: web.Request) -> web.StreamResponse:
+    """An upstream answer naming the serial number of the client certificate on this connection."""
+    assert request.transport is not None
+    serial = request.transport.get_extra_info("peercert")["serialNumber"]
+    return web.Response(text=f'client_certificate_info{{serial="{int(serial, 16)}"}} 1\n')
+
+
+def serial_line(cert: trustme.LeafCert) -> str:
+    """What echo_client_serial answers for a connection made with `cert`."""
+    serial = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).serial_number
+    return f'client_certificate_info{{serial="{serial}"}} 1\n'
+
+
+async def test_rotated_credentials_are_used_and_broken_ones_are_not(pki, tmp_path):
+    """New files are used on the next scrape without restart; a broken new set keeps the last good one."""
+    files = pki.client_files()
+    async with (
+        running_upstream(pki.server_context(), echo_client_serial) as upstream,
+        running_relay(config_yaml(upstream.url, files), tmp_path) as relay,
+    ):
+        assert (await request_text(f"{relay.base_url}/metrics"))[2] == serial_line(pki.client_cert)
+
+        write_other_key(files.key_file)  # a broken rotation: key and certificate disagree
+        assert (await request_text(f"{relay.base_url}/metrics"))[2] == serial_line(pki.client_cert)
+
+        renewed = pki.client_ca.issue_cert("renewed@test")
+        renewed.cert_chain_pems[0].write_to_path(str(files.cert_file))
+        renewed.private_key_pem.write_to_path(str(files.key_file))
+        assert (await request_text(f"{relay.base_url}/metrics"))[2] == serial_line(renewed)
