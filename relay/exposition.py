@@ -90,7 +90,12 @@ class Metadata:
 
 
 class InvalidLineError(InvalidExpositionError):
-    """A line the text format (or OpenMetrics) refuses, before the engine that read it says where it was."""
+    """A line the text format (or OpenMetrics) refuses, before the engine that read it says where it was.
+
+    Made by invalid_line(), which sets the attributes: the constructor stays ScrapeError's, so that code
+    which copies an error with `type(error)(message, detail)` still can. located() turns it into a plain
+    InvalidExpositionError, which no engine locates again.
+    """
 
     problem = ""  # what is wrong, without the text
     part = b""  # the refused text: the line, or the piece of it that is wrong
