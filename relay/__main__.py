@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from relay import __version__, logs, relabel_test_command
+from relay import __version__, kubeconfig_secret_command, logs, relabel_test_command
 from relay.errors import ConfigError
 from relay.inbound import load_web_config
 from relay.lifecycle import (
@@ -196,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["relabel-test"]:
         return relabel_test_command.main(arguments[1:])
+    if arguments[:1] == ["kubeconfig-secret"]:
+        return kubeconfig_secret_command.main(arguments[1:])
     args = parse_args(arguments)
     logs.configure(args.log_level, args.log_format)
     if args.config_check:
