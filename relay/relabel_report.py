@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from relay.config import UpstreamConfig
-from relay.errors import InvalidExpositionError, ScrapeError
+from relay.errors import InvalidExpositionError
 from relay.exposition import (
+    EXCERPT_SOURCE,
+    LINE_ERRORS,
     LineBlocks,
     escape_label_value,
     is_openmetrics_series,
+    located,
     opens_quote,
     parse_metadata,
     parse_openmetrics_metadata,
@@ -318,8 +320,9 @@ class Summary:
 class BodySummarizer:
     """Reads one body, chunk by chunk, and counts what each rule does; `finish()` gives the Summary.
 
-    Raises InvalidExpositionError or LimitExceededError, with the line number, where the relay would fail
-    the scrape for the body's text (with `on_invalid_line: drop`, invalid lines are counted instead).
+    Raises InvalidExpositionError or LimitExceededError where the relay would fail the scrape for the
+    body's text, naming the line as the engines do (with `on_invalid_line: drop`, invalid lines are counted
+    instead).
     """
 
     def __init__(self, rules: Rules, *, openmetrics: bool = False) -> None:
@@ -328,7 +331,7 @@ class BodySummarizer:
         self._openmetrics = openmetrics
         self._blocks = LineBlocks(rules.limits.line_length_limit)
         self._tails = rules.openmetrics_tails if openmetrics else rules.tails
-        self._line_number = 0
+        self._sample_lines = 1  # the lines of the sample being read (more when a raw newline continues it)
         self._ended = False  # OpenMetrics' `# EOF` was read
         self._memo: dict[bytes, _Memo] = {}
         self._memo_size = min(rules.memo_size, SUMMARY_MEMO_SIZE)
@@ -346,29 +349,35 @@ class BodySummarizer:
         """Count the last line, check the body's end, and sum up."""
         self._read(self._blocks.finish(), final=True)
         if self._openmetrics and not self._ended:
-            raise _located(missing_eof(), self._line_number)
+            raise missing_eof()
         return self._summary()
 
     def _read(self, lines: list[bytes], *, final: bool) -> None:
-        remaining = iter(lines)
-        for line in remaining:
-            self._line_number += 1
-            try:
-                if not self._line(line, remaining, final=final):
-                    return
-            except ScrapeError as exc:
-                raise _located(exc, self._line_number) from None
+        index = 0
+        try:
+            while index < len(lines):
+                taken = self._line(lines, index, final=final)
+                if not taken:
+                    return  # a sample the next chunk continues: the block reader has it again
+                index += taken
+        except LINE_ERRORS as error:
+            # Named as the engines name it: by its first line, the excerpt spanning the lines it joined.
+            text = b"\n".join(lines[index : index + self._sample_lines])[:EXCERPT_SOURCE]
+            blocks = self._blocks
+            raise located(error, blocks.first_line + index, blocks.offset_of(lines, index), text) from error
 
-    def _line(self, line: bytes, remaining: Iterator[bytes], *, final: bool) -> bool:
-        """Count one line; False when it is the start of a sample that the next chunk continues."""
+    def _line(self, lines: list[bytes], index: int, *, final: bool) -> int:
+        """Count the line at `index`; the number of lines it took (0: a sample the next chunk goes on)."""
+        line = lines[index]
+        self._sample_lines = 1
         if self._openmetrics and (self._ended or not line or line[0] in b" \t"):
             raise openmetrics_line_error(line, ended=self._ended)
         line = line.lstrip(b" \t")
         if not line:
-            return True
+            return 1
         if line[0] == ord("#"):
             self._comment(line)
-            return True
+            return 1
         if self._openmetrics:
             line = split_exemplar(line)[0]
         end = line.rfind(b"}")
@@ -380,29 +389,27 @@ class BodySummarizer:
                 raise
             memo = _INVALID
         if memo is _INVALID and not self._openmetrics and opens_quote(line):
-            return self._continued(line, remaining, final=final)
+            return self._continued(lines, index, line, final=final)
         self._count(memo, tail)
-        return True
+        return 1
 
-    def _continued(self, line: bytes, remaining: Iterator[bytes], *, final: bool) -> bool:
-        """A raw newline inside a quoted label value, which Prometheus' lexer takes: count the joined sample,
-        or hand its lines back to the block reader to read again with the next chunk."""
-        first_line = self._line_number
-        joined = line
+    def _continued(self, lines: list[bytes], index: int, line: bytes, *, final: bool) -> int:
+        """A raw newline inside a quoted label value, which Prometheus' lexer takes: count the joined sample
+        (the number of lines it took), or hand its lines back to the block reader (0)."""
+        joined, end_index = line, index + 1
         while opens_quote(joined):
-            following = next(remaining, None)
-            if following is None:
+            if end_index == len(lines):
                 if final:
                     break  # the body ends inside the value: the sample is invalid as it stands
-                self._blocks.push_back(joined)
-                self._line_number = first_line - 1
-                return False
-            self._line_number += 1
-            joined += b"\n" + following
+                self._blocks.push_back(b"\n".join(lines[index:end_index]))
+                return 0
+            joined += b"\n" + lines[end_index]
+            end_index += 1
+        self._sample_lines = end_index - index
         end = joined.rfind(b"}")
         series, tail = (joined[: end + 1], joined[end + 1 :]) if end >= 0 else (joined, b"")
         self._count(self._memo.get(series) or self._learn(series), tail)
-        return True
+        return end_index - index
 
     def _comment(self, line: bytes) -> None:
         if not self._openmetrics:
@@ -537,13 +544,6 @@ def _split_bare(line: bytes) -> tuple[bytes, bytes]:
 def _top_families(effects: dict[str, list[int]]) -> tuple[FamilyEffect, ...]:
     ranked = sorted(effects.items(), key=lambda item: (-(item[1][0] + item[1][1]), item[0]))
     return tuple(FamilyEffect(name, counts[0], counts[1]) for name, counts in ranked[:TOP_FAMILIES])
-
-
-def _located(exc: ScrapeError, line_number: int) -> ScrapeError:
-    """The same error, saying on which line of the body it is."""
-    located = type(exc)(f"line {line_number}: {exc.message}", f"line {line_number}: {exc.detail}")
-    located.cause, located.action = exc.cause, exc.action
-    return located
 
 
 def summary_json(summary: Summary) -> dict[str, Any]:

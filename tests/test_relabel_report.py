@@ -55,6 +55,15 @@ def summarize(rules: Rules, body: bytes, *, chunk: int = 1 << 16, openmetrics: b
     return summary_json(summarizer.finish())
 
 
+def relabel_with_engine(rules: Rules, body: bytes, openmetrics: bool, engine: str) -> pipeline.BodyRelabeler:
+    """The body through the relay's own line engine, in the same chunks as summarize()."""
+    relabeler = pipeline.body_relabeler(rules, openmetrics=openmetrics, engine=engine)
+    for start in range(0, len(body), 1 << 16):
+        relabeler.feed(body[start : start + (1 << 16)])
+    relabeler.finish()
+    return relabeler
+
+
 def counts(summary: dict) -> list[tuple[int, int, int, int]]:
     return [
         (rule["samples_in"], rule["samples_out"], rule["dropped"], rule["changed"])
@@ -175,21 +184,43 @@ def test_openmetrics_body_with_exemplars():
 @pytest.mark.parametrize(
     ("body", "openmetrics", "error", "message"),
     [
-        pytest.param(b"a 1\nb{c=d} 2\n", False, InvalidExpositionError, "line 2", id="bad label value"),
-        pytest.param(b"a 1\nb 1_000\n", False, InvalidExpositionError, "line 2", id="Go float syntax"),
-        pytest.param(b"# TYPE a nonsense\na 1\n", False, InvalidExpositionError, "line 1", id="bad TYPE"),
-        pytest.param(b"a 1\n", True, InvalidExpositionError, "without # EOF", id="OpenMetrics without EOF"),
-        pytest.param(b"a 1\n# EOF\nb 2\n", True, InvalidExpositionError, "line 3", id="after EOF"),
         pytest.param(
-            b"a 1\n" + b"b" * 300 + b" 1\n", False, LimitExceededError, "line_length_limit", id="long"
+            b"a 1\nb{c=d} 2\n",
+            False,
+            InvalidExpositionError,
+            r"at line 2 \(byte 4\), family b:",
+            id="bad label value",
+        ),
+        pytest.param(b"a 1\nb 1_000\n", False, InvalidExpositionError, "at line 2", id="Go float syntax"),
+        pytest.param(b"# TYPE a nonsense\na 1\n", False, InvalidExpositionError, "at line 1", id="bad TYPE"),
+        pytest.param(b"a 1\n", True, InvalidExpositionError, "without # EOF", id="OpenMetrics without EOF"),
+        pytest.param(b"a 1\n# EOF\nb 2\n", True, InvalidExpositionError, "at line 3", id="after EOF"),
+        pytest.param(
+            b"a 1\n" + b"b" * 300 + b" 1\n",
+            False,
+            LimitExceededError,
+            "at line 2 .* line_length_limit",
+            id="long",
         ),
     ],
 )
-def test_invalid_bodies_fail_with_the_line(body, openmetrics, error, message):
-    """An invalid line stops the summary with an error that says where it is, as the relay would."""
-    rules = rules_for("", "    line_length_limit: 200\n")
-    with pytest.raises(error, match=message):
-        summarize(rules, body, openmetrics=openmetrics)
+def test_invalid_bodies_fail_with_the_line(body, openmetrics, error, message, engine):
+    """An invalid line stops the summary with the error the relay's engine gives, which says where it is."""
+    with pytest.raises(error, match=message) as ours:
+        summarize(rules_for("", "    line_length_limit: 200\n"), body, openmetrics=openmetrics)
+    with pytest.raises(error) as engines:
+        relabel_with_engine(rules_for("", "    line_length_limit: 200\n"), body, openmetrics, engine)
+    assert ours.value.message == engines.value.message
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 16])
+def test_a_continued_sample_is_named_by_its_first_line(chunk):
+    """A sample that a raw newline continues is named by its first line, wherever the chunks are cut."""
+    body = b'a 1\nb{c="x\ny"} 1_000\n'
+    with pytest.raises(
+        InvalidExpositionError, match=r"at line 2 \(byte 4\), family b: .* in 'b\{c=\"x\\ny\"\} 1_000'"
+    ):
+        summarize(rules_for(""), body, chunk=chunk)
 
 
 def test_invalid_lines_are_counted_when_the_upstream_drops_them():
@@ -231,10 +262,7 @@ def test_totals_agree_with_the_line_engine_on_the_fixtures(file, openmetrics, ru
     """The summary's totals are what the relay's engine relays and drops, by reason, on real bodies."""
     body = (require_fixtures() / file).read_bytes()
     summary = summarize(rules_for(rules_yaml), body, openmetrics=openmetrics)
-    relabeler = pipeline.body_relabeler(rules_for(rules_yaml), openmetrics=openmetrics, engine=engine)
-    for start in range(0, len(body), 1 << 16):
-        relabeler.feed(body[start : start + (1 << 16)])
-    relabeler.finish()
+    relabeler = relabel_with_engine(rules_for(rules_yaml), body, openmetrics, engine)
     assert (summary["samples_in"], summary["samples_out"]) == (relabeler.samples_in, relabeler.samples_out)
     assert summary["dropped"] == {reason: count for reason, count in relabeler.dropped.items() if count}
     assert sum(rule["dropped"] for rule in summary["rules"]) == summary["dropped"].get("relabel", 0)

@@ -130,8 +130,12 @@ def test_series_trace_as_text_and_json(config_file):
             ["--input=/nonexistent/body.prom"], b"", "cannot read the input: No such file", id="no file"
         ),
         pytest.param(["--input=/"], b"", "/: cannot read the input: Is a directory", id="directory"),
-        pytest.param([], b"a 1\nb{c=d} 2\n", "expected a quoted label value in 'b{c=d}'", id="invalid line"),
-        pytest.param([], b"a 1\n\nb 1_000\n", "<stdin>: line 3", id="invalid line is located"),
+        pytest.param(
+            [], b"a 1\nb{c=d} 2\n", "expected a quoted label value in 'b{c=d} 2'", id="invalid line"
+        ),
+        pytest.param(
+            [], b"a 1\n\nb 1_000\n", "<stdin>: invalid exposition at line 3 (byte 5), family b", id="located"
+        ),
         pytest.param(
             ["--input.format=openmetrics"], b"a 1\n", "the OpenMetrics body ended without # EOF", id="no EOF"
         ),
