@@ -16,7 +16,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support import require_tool
+from tests.support import (
+    ClientFiles,
+    Pki,
+    body_handler,
+    config_yaml,
+    request_text,
+    require_tool,
+    running_relay,
+    running_upstream,
+)
 from tests.test_kubeconfig import (
     TOKEN,
     Identity,
@@ -238,6 +247,30 @@ def test_manifest_is_the_secret_kubectl_would_create_from_the_files(tmp_path: Pa
     assert {key: ours["metadata"][key] for key in ("name", "namespace")} == {
         key: theirs["metadata"][key] for key in ("name", "namespace")
     }
+
+
+async def test_the_secret_mounted_as_files_serves_a_real_mtls_scrape(tmp_path: Path):
+    """The Secret from a kubeconfig of a real mTLS upstream, written out as the kubelet mounts it, lets the
+    relay scrape that upstream."""
+    pki = Pki(tmp_path)
+    identity = Identity(
+        pki.server_ca.cert_pem.bytes(),
+        pki.client_cert.cert_chain_pems[0].bytes(),
+        pki.client_cert.private_key_pem.bytes(),
+    )
+    kubeconfig = write_kubeconfig(tmp_path / "kube", kubeconfig_document(identity))
+    result = run_command(*secret_flags(kubeconfig), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    mounted = tmp_path / "mounted"
+    for key, value in yaml.safe_load(result.stdout)["data"].items():
+        write(mounted / key, base64.b64decode(value))
+    files = ClientFiles(mounted / "ca.crt", mounted / "tls.crt", mounted / "tls.key")
+    async with (
+        running_upstream(pki.server_context(), body_handler(b"# TYPE up gauge\nup 1\n")) as upstream,
+        running_relay(config_yaml(upstream.url, files), tmp_path) as relay,
+    ):
+        status, _, text = await request_text(f"{relay.base_url}/metrics")
+    assert (status, text) == (200, "# TYPE up gauge\nup 1\n")
 
 
 def test_a_certificate_expiring_soon_is_warned_of_on_stderr_only(tmp_path: Path):
