@@ -240,6 +240,7 @@ def test_a_limit_the_rules_break_is_a_warning():
     ]
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize(
     ("file", "openmetrics"),
     [
