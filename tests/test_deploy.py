@@ -10,26 +10,39 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import bcrypt
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 
 from relay.__main__ import parse_args
 from relay.config import Config, UpstreamConfig, parse
+from relay.errors import ConfigError
 from relay.units import parse_duration
+from relay.webconfig import parse_web_config
 from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUSTOMIZATIONS = sorted(path.parent.relative_to(DEPLOY) for path in DEPLOY.glob("**/kustomization.yaml"))
+# Overlays of an overlay (deploy/overlays/protected) keep the configuration of the one they build on.
 RELAY_CONFIGS = sorted(
-    [*(ROOT / "config").glob("*.yml"), *(DEPLOY / path / "config.yml" for path in KUSTOMIZATIONS)]
+    [
+        *(ROOT / "config").glob("*.yml"),
+        *(
+            DEPLOY / path / "config.yml"
+            for path in KUSTOMIZATIONS
+            if (DEPLOY / path / "config.yml").is_file()
+        ),
+    ]
 )
 ACK_ONE_EXAMPLE = ROOT / "config" / "ack-one.yml"
 SCRAPE_CONFIGS = DEPLOY / "scrape-configs"
@@ -52,6 +65,17 @@ EXAMPLE_OVERLAY = Path("overlays/standalone")
 EXAMPLE_SLB_ADDRESS = "172.16.0.100"
 EXAMPLE_SECRET = "ack-one-aggregator-client"
 EXAMPLE_NAMESPACE = "monitoring"
+# The example overlay with its listener protected (--web.config.file), and what it mounts where.
+PROTECTED_OVERLAY = Path("overlays/protected")
+PROTECTED_WEB_CONFIG = DEPLOY / PROTECTED_OVERLAY / "web.yml"
+WEB_DIR = "/etc/metrics-relay/web"
+WEB_SECRETS = {"metrics-relay-web-config": ("web.yml",), "metrics-relay-web-tls": ("tls.crt", "tls.key")}
+BCRYPT_PLACEHOLDER = "REPLACE_WITH_BCRYPT_HASH"
+SCRAPE_USER = "scraper"
+PROTECTED_SCRAPE_CONFIGS = {
+    "prometheus.yml": "prometheus-protected.yml",
+    "vmagent.yml": "vmagent-protected.yml",
+}
 # Where scrapers may come from unless an overlay says otherwise, and where the cluster DNS answers.
 SCRAPER_NAMESPACE_SELECTOR = {"kubernetes.io/metadata.name": "monitoring"}
 DNS_PEER = {
@@ -307,7 +331,7 @@ def test_client_certificate_secret_is_mounted_read_only(kustomization: Path):
         assert "subPath" not in mount
         secret = volume(pod_spec, mount["name"])["secret"]
         assert secret["secretName"] == (
-            EXAMPLE_SECRET if kustomization == EXAMPLE_OVERLAY else CLIENT_TLS_SECRET
+            EXAMPLE_SECRET if kustomization in (EXAMPLE_OVERLAY, PROTECTED_OVERLAY) else CLIENT_TLS_SECRET
         )
         assert "items" not in secret
         # Secret files belong to root and the pod's fsGroup: with mode 0440 the relay reads them through
@@ -384,7 +408,7 @@ def test_example_overlay_sets_the_slb_address_and_the_secret_name():
 
 
 @pytest.mark.peer
-@pytest.mark.parametrize("kustomization", [Path("base"), EXAMPLE_OVERLAY], ids=str)
+@pytest.mark.parametrize("kustomization", [Path("base"), EXAMPLE_OVERLAY, PROTECTED_OVERLAY], ids=str)
 def test_network_policy_admits_scrapers_and_reaches_only_the_upstream_and_dns(kustomization: Path):
     """Scrapers reach the relay's port from the monitoring namespace only; the relay reaches its upstreams'
     addresses (failover ones included) and ports and the cluster DNS (UDP and TCP 53), nothing else."""
@@ -582,15 +606,16 @@ def test_ack_one_relabel_rules_are_valid_prometheus_rules(tmp_path: Path):
 
 
 @pytest.mark.peer
-def test_prometheus_scrape_config_passes_promtool():
-    """deploy/scrape-configs/prometheus.yml is a valid Prometheus configuration."""
-    result = promtool_check_config(SCRAPE_CONFIGS / "prometheus.yml")
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-protected.yml"])
+def test_prometheus_scrape_config_passes_promtool(name: str):
+    """The shipped Prometheus scrape configs are valid Prometheus configurations."""
+    result = promtool_check_config(SCRAPE_CONFIGS / name)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["prometheus.yml", "vmagent.yml"])
+@pytest.mark.parametrize("name", [*PROTECTED_SCRAPE_CONFIGS, *PROTECTED_SCRAPE_CONFIGS.values()])
 def test_scrape_configs_scrape_relayed_and_own_metrics(name: str):
-    """Both scrape configs have the ack-control-plane (/metrics) and metrics-relay (/relay/metrics) jobs."""
+    """Every scrape config has the ack-control-plane (/metrics) and metrics-relay (/relay/metrics) jobs."""
     scrape = yaml.safe_load((SCRAPE_CONFIGS / name).read_text(encoding="utf-8"))
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
     assert {job_name: job["metrics_path"] for job_name, job in jobs.items()} == SCRAPE_JOBS
@@ -702,3 +727,132 @@ def test_the_dockerfile_install_steps_build_and_load_the_native_engine(tmp_path)
         [str(venv / "bin" / "metrics-relay"), "--version"], capture_output=True, text=True, check=False
     )
     assert version.returncode == 0, version.stderr
+
+
+# --- the protected listener (deploy/overlays/protected) ----------------------------------------------------
+
+
+def without_protection(deployment: Manifest) -> Manifest:
+    """A relay Deployment with what the protected overlay changes taken out: the web configuration flag,
+    volume and mount, and the probes."""
+    stripped = yaml.safe_load(yaml.safe_dump(deployment))
+    pod_spec = stripped["spec"]["template"]["spec"]
+    container = relay_container(pod_spec)
+    container["args"] = [arg for arg in container["args"] if not arg.startswith("--web.config.file=")]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["mountPath"] != WEB_DIR]
+    pod_spec["volumes"] = [v for v in pod_spec["volumes"] if "projected" not in v]
+    for probe in ("livenessProbe", "readinessProbe"):
+        del container[probe]
+    return stripped
+
+
+def web_config_with_hash(password_hash: str) -> str:
+    """The shipped web.yml with a hash in place of its placeholder, as deploy/README.md has users do."""
+    text = PROTECTED_WEB_CONFIG.read_text(encoding="utf-8")
+    assert text.count(BCRYPT_PLACEHOLDER) == 1
+    return text.replace(BCRYPT_PLACEHOLDER, password_hash)
+
+
+def read_mounted_web_files(path: Path) -> bytes:
+    """A file of the web Secrets' volume, as the relay would find it there: a test certificate and key."""
+    leaf = trustme.CA().issue_cert("metrics-relay.monitoring.svc")
+    files = {"tls.crt": leaf.cert_chain_pems[0].bytes(), "tls.key": leaf.private_key_pem.bytes()}
+    assert path.parent == Path(WEB_DIR), f"{path} is outside the web Secrets' volume"
+    return files[path.name]
+
+
+@pytest.mark.peer
+def test_protected_overlay_is_the_standalone_relay_with_its_web_config():
+    """The protected overlay renders the standalone overlay's objects unchanged (NetworkPolicy, Service,
+    ConfigMap, sizing, client Secret) but for --web.config.file, the web Secrets' volume and the probes."""
+    protected, standalone = render(PROTECTED_OVERLAY), render(EXAMPLE_OVERLAY)
+    others = sorted(yaml.safe_dump(obj) for obj in protected if obj["kind"] != "Deployment")
+    assert others == sorted(yaml.safe_dump(obj) for obj in standalone if obj["kind"] != "Deployment")
+    protected_deployment = only(protected, "Deployment")
+    assert without_protection(protected_deployment) == without_protection(only(standalone, "Deployment"))
+    container = relay_container(protected_deployment["spec"]["template"]["spec"])
+    assert container["args"][-1] == f"--web.config.file={WEB_DIR}/web.yml"
+
+
+@pytest.mark.peer
+def test_protected_overlay_mounts_both_web_secrets_where_web_yml_names_them():
+    """--web.config.file and the certificate files of the shipped web.yml are keys of the two Secrets, mounted
+    whole and read-only in one group-readable projected volume for the relay alone."""
+    ((_, pod_spec),) = relay_pods(PROTECTED_OVERLAY)
+    container = relay_container(pod_spec)
+    mount = mount_for(container, WEB_DIR)
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount never sees a rotated certificate
+    projected = volume(pod_spec, mount["name"])["projected"]
+    assert projected["defaultMode"] == 0o440
+    mounted = {
+        source["secret"]["name"]: tuple(item["key"] for item in source["secret"]["items"])
+        for source in projected["sources"]
+    }
+    assert mounted == WEB_SECRETS
+    assert all(
+        item["key"] == item["path"] for source in projected["sources"] for item in source["secret"]["items"]
+    )
+    files = {f"{WEB_DIR}/{key}" for keys in mounted.values() for key in keys}
+    assert flags(container)["web.config.file"] in files
+    tls = yaml.safe_load(PROTECTED_WEB_CONFIG.read_text(encoding="utf-8"))["tls_server_config"]
+    assert {tls["cert_file"], tls["key_file"]} <= files
+
+
+@pytest.mark.peer
+def test_protected_probes_carry_no_password():
+    """The protected relay's probes are TCP connects to its port: no HTTP probe, no header, and nothing in the
+    rendered manifests that is a credential (no Authorization header, no bcrypt hash, no web.yml)."""
+    objects = render(PROTECTED_OVERLAY)
+    ((_, pod_spec),) = relay_pods(PROTECTED_OVERLAY)
+    container = relay_container(pod_spec)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}
+        assert not {"httpGet", "exec", "grpc"} & container[probe].keys()
+    rendered = yaml.safe_dump_all(objects)
+    assert not re.search(r"authorization|basic ", rendered, re.IGNORECASE)
+    assert not re.search(r"\$2[aby]\$", rendered)
+    assert "basic_auth_users" not in rendered
+    # Whatever password the user picks lives in their Secret: it cannot reach these manifests.
+    assert all(obj["kind"] != "Secret" for obj in objects)
+
+
+def test_shipped_web_config_is_refused_until_it_has_a_hash():
+    """The shipped web.yml as is stops the relay with a located error naming the placeholder's key; with a
+    bcrypt hash in its place it is a TLS listener with the one scrape user."""
+    with pytest.raises(ConfigError) as refused:
+        parse_web_config(
+            PROTECTED_WEB_CONFIG.read_text(encoding="utf-8"),
+            source="web.yml",
+            base_dir=Path(WEB_DIR),
+            read_file=read_mounted_web_files,
+        )
+    assert f"basic_auth_users.{SCRAPE_USER}: is not a bcrypt hash" in str(refused.value)
+    password_hash = bcrypt.hashpw(b"a password", bcrypt.gensalt(rounds=4)).decode()
+    config = parse_web_config(
+        web_config_with_hash(password_hash),
+        source="web.yml",
+        base_dir=Path(WEB_DIR),
+        read_file=read_mounted_web_files,
+    )
+    assert config.tls is not None
+    assert config.tls.min_version == ssl.TLSVersion.TLSv1_2
+    assert [user for user, _ in config.users] == [SCRAPE_USER]
+
+
+@pytest.mark.parametrize("plain", PROTECTED_SCRAPE_CONFIGS, ids=str)
+def test_protected_scrape_configs_are_the_plain_ones_over_https_with_basic_auth(plain: str):
+    """Each protected scrape config is its plain counterpart with, on every job, scheme https, the relay's CA
+    and the web.yml user with a password file beside the CA: no password written in the file."""
+    protected = yaml.safe_load((SCRAPE_CONFIGS / PROTECTED_SCRAPE_CONFIGS[plain]).read_text(encoding="utf-8"))
+    unprotected = yaml.safe_load((SCRAPE_CONFIGS / plain).read_text(encoding="utf-8"))
+    assert protected["global"] == unprotected["global"]
+    assert len(protected["scrape_configs"]) == len(unprotected["scrape_configs"])
+    (web_user,) = yaml.safe_load(PROTECTED_WEB_CONFIG.read_text(encoding="utf-8"))["basic_auth_users"]
+    for job, plain_job in zip(protected["scrape_configs"], unprotected["scrape_configs"], strict=True):
+        tls, auth = job.pop("tls_config"), job.pop("basic_auth")
+        assert job.pop("scheme") == "https"
+        assert job == {key: value for key, value in plain_job.items() if key != "scheme"}
+        assert set(tls) == {"ca_file"}
+        assert auth == {"username": web_user, "password_file": auth["password_file"]}
+        assert Path(auth["password_file"]).parent == Path(tls["ca_file"]).parent
