@@ -16,7 +16,7 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ReadFile = Callable[[Path], bytes]
 """Reads a file the kubeconfig names (raising OSError): the caller's edge, so this module does no I/O."""
@@ -353,7 +353,21 @@ def _client_pair(cert_pem: bytes, key_pem: bytes, where: str) -> x509.Certificat
             f"{where}: the client key does not belong to the client certificate; take both from the same "
             "kubeconfig download"
         )
+    if not _for_client_authentication(certificate):
+        raise KubeconfigError(
+            f"{where}: the client certificate's extended key usage does not include client authentication, "
+            "so the API server refuses it; this is not a kubeconfig client certificate"
+        )
     return certificate
+
+
+def _for_client_authentication(certificate: x509.Certificate) -> bool:
+    """Whether TLS allows the certificate to identify a client: no extended key usage means any."""
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return bool({ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(usages))
 
 
 def _no_client_certificate(user: Mapping[str, Any], where: str, alternatives: list[str]) -> str:

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 import trustme
 import yaml
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from relay.kubeconfig import KubeconfigError, SecretMaterial, secret_material
 
@@ -334,6 +337,31 @@ def encrypted_key(document: Document, identity: Identity) -> None:
     document["users"][0]["user"]["client-key-data"] = b64(pem)
 
 
+def server_only_certificate(document: Document, _identity: Identity) -> None:
+    """A self-signed certificate and its key, whose extended key usage is TLS server authentication only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    document["users"][0]["user"] = {
+        "client-certificate-data": b64(certificate.public_bytes(serialization.Encoding.PEM)),
+        "client-key-data": b64(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        ),
+    }
+
+
 def duplicate_context(document: Document, _identity: Identity) -> None:
     """Two contexts of the same name."""
     document["contexts"].append(copy.deepcopy(document["contexts"][0]))
@@ -443,6 +471,7 @@ REFUSALS: list[tuple[str, Change, str | None, list[str]]] = [
         ["does not belong to the client certificate"],
     ),
     ("encrypted-key", encrypted_key, None, ["the client key is encrypted"]),
+    ("server-only-certificate", server_only_certificate, None, ["does not include client authentication"]),
     (
         "missing-relative-file",
         update("clusters", certificate_authority_data=None, certificate_authority="pki/ca.crt"),
