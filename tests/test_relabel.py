@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from relay.config import RelabelRuleSpec
 from relay.errors import ConfigError
-from relay.goregexp import go_lower, go_upper
 from relay.relabel import (
     ACTIONS,
     RelabelProgram,
@@ -910,14 +909,6 @@ def test_replace_target_templates_match_prometheus_pattern(target):
     else:
         accepted = True
     assert accepted == expected
-
-
-@given(text=st.text(max_size=20))
-def test_case_mapping_is_one_character_to_one(text):
-    """Go's case mapping never changes the number of characters, and agrees with Python's on ASCII."""
-    assert len(go_lower(text)) == len(go_upper(text)) == len(text)
-    if text.isascii():
-        assert (go_lower(text), go_upper(text)) == (text.lower(), text.upper())
 
 
 @pytest.mark.parametrize(
