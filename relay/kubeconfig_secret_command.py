@@ -27,17 +27,16 @@ SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - the name of a Secret type, not
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAMESPACE = re.compile(_DNS_LABEL)
 _SECRET_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_LABEL_RULE = "lower-case letters, digits and '-', starting and ending with a letter or digit"
 
 
-def _kubernetes_name(pattern: re.Pattern[str], longest: int, what: str) -> Callable[[str], str]:
-    """An argparse type accepting the names Kubernetes accepts for `what`."""
+def _kubernetes_name(pattern: re.Pattern[str], longest: int, what: str, rule: str) -> Callable[[str], str]:
+    """An argparse type accepting the names Kubernetes accepts for `what` (`rule` says which those are)."""
 
     def checked(value: str) -> str:
         if len(value) > longest or not pattern.fullmatch(value):
             raise argparse.ArgumentTypeError(
-                f"{value!r} is not a valid {what}: lower-case letters, digits and '-'"
-                f"{' and .' if pattern is _SECRET_NAME else ''}, starting and ending with a letter or digit, "
-                f"at most {longest} characters"
+                f"{value!r} is not a valid {what}: {rule}, at most {longest} characters"
             )
         return value
 
@@ -58,14 +57,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--namespace",
         metavar="NS",
         required=True,
-        type=_kubernetes_name(_NAMESPACE, 63, "namespace"),
+        type=_kubernetes_name(_NAMESPACE, 63, "namespace", _LABEL_RULE),
         help="the Secret's namespace: where the relay runs",
     )
     parser.add_argument(
         "--name",
         metavar="NAME",
         required=True,
-        type=_kubernetes_name(_SECRET_NAME, 253, "Secret name"),
+        type=_kubernetes_name(_SECRET_NAME, 253, "Secret name", _LABEL_RULE + ", in parts joined by '.'"),
         help="the Secret's name (deploy/base mounts metrics-relay-client-tls)",
     )
     return parser.parse_args(argv)
