@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import functools
 import os
 import re
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -37,10 +40,19 @@ from tests.support import (
     running_relay,
     running_upstream,
 )
+from tests.test_inbound import (
+    PASSWORD,
+    Listener,
+    bcrypt_hash,
+    listener,  # noqa: F401 - a fixture: pytest finds it by its name in this module
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRAPE_CONFIGS = ROOT / "deploy" / "scrape-configs"
 ACK_ONE_EXAMPLE = ROOT / "config" / "ack-one.yml"
+# The relay's web configuration in deploy/overlays/protected, with the placeholder users replace by a hash.
+PROTECTED_WEB_CONFIG = ROOT / "deploy" / "overlays" / "protected" / "web.yml"
+BCRYPT_PLACEHOLDER = "REPLACE_WITH_BCRYPT_HASH"
 FIXTURE = "kube-apiserver-1.35-minikube.prom"
 # A metric that config/ack-one.yml's rules drop and the fixture has: its absence shows the rules ran.
 DROPPED_FAMILY_SAMPLE = "etcd_request_duration_seconds_bucket"
@@ -70,6 +82,52 @@ ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 # --- the relay under test ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Protection:
+    """The relay's listener protected as deploy/overlays/protected does it, with the test's certificate and
+    password: the relay's web.yml, and the two files its scrapers are given."""
+
+    web_config_file: Path
+    ca_file: Path
+    password_file: Path
+    username: str
+
+
+@pytest.fixture(params=["plain", "protected"])
+def protection(request: pytest.FixtureRequest, tmp_path: Path) -> Protection | None:
+    """Each listener in turn: plain HTTP (None), then HTTPS with basic auth from the shipped web.yml with its
+    paths rewritten to the test's certificate and its placeholder to a hash of the test's password."""
+    if request.param == "plain":
+        return None
+    relay_listener: Listener = request.getfixturevalue("listener")
+    document = yaml.safe_load(PROTECTED_WEB_CONFIG.read_text(encoding="utf-8"))
+    document["tls_server_config"].update(relay_listener.tls_section())
+    ((username, placeholder),) = document["basic_auth_users"].items()
+    assert placeholder == BCRYPT_PLACEHOLDER
+    document["basic_auth_users"][username] = bcrypt_hash(PASSWORD)
+    relay_listener.write(**document)
+    password_file = tmp_path / "scraper-password"
+    password_file.write_text(PASSWORD, encoding="utf-8")
+    return Protection(relay_listener.web_config, relay_listener.folder / "ca.crt", password_file, username)
+
+
+def scrape_config_name(scraper: str, protection: Protection | None) -> str:
+    """The shipped scrape config of `scraper` (prometheus, vmagent) for this listener."""
+    return f"{scraper}-protected.yml" if protection else f"{scraper}.yml"
+
+
+def client_session(protection: Protection | None) -> aiohttp.ClientSession:
+    """A client for the relay, with its CA and the scrapers' password when it is protected."""
+    if protection is None:
+        return aiohttp.ClientSession()
+    trust = ssl.create_default_context(cafile=protection.ca_file)
+    # The header itself: aiohttp.BasicAuth warns as deprecated in recent releases.
+    credentials = base64.b64encode(f"{protection.username}:{PASSWORD}".encode()).decode()
+    return aiohttp.ClientSession(
+        headers={"Authorization": f"Basic {credentials}"}, connector=aiohttp.TCPConnector(ssl=trust)
+    )
+
+
 def ack_one_config_for(upstream: Upstream, pki: Pki) -> str:
     """config/ack-one.yml as shipped, pointed at the test's upstream and client files."""
     document = yaml.safe_load(ACK_ONE_EXAMPLE.read_text(encoding="utf-8"))
@@ -83,27 +141,45 @@ def ack_one_config_for(upstream: Upstream, pki: Pki) -> str:
 
 
 @contextlib.asynccontextmanager
-async def relay_of_fixture(directory: Path) -> AsyncIterator[tuple[Upstream, Relay]]:
+async def relay_of_fixture(
+    directory: Path, protection: Protection | None = None
+) -> AsyncIterator[tuple[Upstream, Relay]]:
     """A real mTLS upstream serving the captured kube-apiserver body, under the certificate name `kubernetes`
-    (the shipped server_name), and a relay running config/ack-one.yml against it."""
+    (the shipped server_name), and a relay running config/ack-one.yml against it, its listener protected
+    if asked."""
     body = (require_fixtures() / FIXTURE).read_bytes()
     assert f"\n{DROPPED_FAMILY_SAMPLE}{{".encode() in body
     pki = Pki(directory, server_identities=("kubernetes",))
     async with (
         running_upstream(pki.server_context(), body_handler(body)) as upstream,
-        running_relay(ack_one_config_for(upstream, pki), directory) as relay,
+        running_relay(
+            ack_one_config_for(upstream, pki),
+            directory,
+            web_config_file=protection.web_config_file if protection else None,
+        ) as relay,
     ):
         yield upstream, relay
 
 
-def scrape_config_for(name: str, relay: Relay) -> str:
-    """A shipped scrape config with every target on the test's relay and a short interval; nothing else
-    changed."""
-    document = yaml.safe_load((SCRAPE_CONFIGS / name).read_text(encoding="utf-8"))
+def scrape_config_for(name: str, relay: Relay, protection: Protection | None = None) -> str:
+    """A shipped scrape config with every target on the test's relay, a short interval and the protection's
+    files; nothing else changed."""
+    document = yaml.safe_load(with_scraper_files(name, protection))
     document["global"].update(scrape_interval=f"{SCRAPE_SECONDS}s", scrape_timeout=f"{SCRAPE_SECONDS}s")
     for job in document["scrape_configs"]:
         for group in job["static_configs"]:
-            group["targets"] = [relay.base_url.removeprefix("http://")]
+            group["targets"] = [urlsplit(relay.base_url).netloc]
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def with_scraper_files(name: str, protection: Protection | None) -> str:
+    """A shipped scrape config with its CA and password files (if it names any) the protection's."""
+    document = yaml.safe_load((SCRAPE_CONFIGS / name).read_text(encoding="utf-8"))
+    for job in document["scrape_configs"]:
+        if "basic_auth" in job:
+            assert protection is not None, f"{name} is for a protected relay"
+            job["tls_config"]["ca_file"] = str(protection.ca_file)
+            job["basic_auth"]["password_file"] = str(protection.password_file)
     return yaml.safe_dump(document, sort_keys=False)
 
 
@@ -286,16 +362,36 @@ def test_shipped_vmagent_config_passes_vmagent_dry_run():
 
 
 @pytest.mark.peer
+def test_shipped_protected_vmagent_config_passes_vmagent_dry_run(
+    tmp_path: Path, request: pytest.FixtureRequest
+):
+    """vmagent's strict check, which reads the CA and password files, accepts vmagent-protected.yml with
+    only those two paths changed to files that exist."""
+    relay_listener: Listener = request.getfixturevalue("listener")
+    password_file = tmp_path / "scraper-password"
+    password_file.write_text(PASSWORD, encoding="utf-8")
+    protection = Protection(
+        relay_listener.web_config, relay_listener.folder / "ca.crt", password_file, "scraper"
+    )
+    config = tmp_path / "vmagent-protected.yml"
+    config.write_text(with_scraper_files("vmagent-protected.yml", protection), encoding="utf-8")
+    result = vmagent_dry_run(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.peer
 @pytest.mark.fixtures
 @pytest.mark.timeout(180)
-async def test_vmagent_scrapes_the_relay_into_victoria_metrics(tmp_path: Path):
-    """vmagent with the shipped config (targets on a real relay of a real mTLS upstream) remote-writes every
-    relayed series, and the relay's own metrics, into a real victoria-metrics."""
+async def test_vmagent_scrapes_the_relay_into_victoria_metrics(tmp_path: Path, protection: Protection | None):
+    """vmagent with the shipped config for the listener (targets on a real relay of a real mTLS upstream;
+    plain, or protected as deploy/overlays/protected does it) remote-writes every relayed series, and the
+    relay's own metrics, into a real victoria-metrics."""
     vmagent, victoria_metrics_binary = require_tool("vmagent"), require_tool("victoria-metrics")
     async with contextlib.AsyncExitStack() as stack:
-        upstream, relay = await stack.enter_async_context(relay_of_fixture(tmp_path))
-        config = tmp_path / "vmagent.yml"
-        config.write_text(scrape_config_for("vmagent.yml", relay), encoding="utf-8")
+        upstream, relay = await stack.enter_async_context(relay_of_fixture(tmp_path, protection))
+        name = scrape_config_name("vmagent", protection)
+        config = tmp_path / name
+        config.write_text(scrape_config_for(name, relay, protection), encoding="utf-8")
         checked = vmagent_dry_run(config)
         assert checked.returncode == 0, checked.stderr[-3000:]
         victoria_metrics = await stack.enter_async_context(
@@ -317,7 +413,7 @@ async def test_vmagent_scrapes_the_relay_into_victoria_metrics(tmp_path: Path):
                 tmp_path / "vmagent",
             )
         )
-        session = await stack.enter_async_context(aiohttp.ClientSession())
+        session = await stack.enter_async_context(client_session(protection))
         expected = await relayed_series(session, relay)
         stored: set[LabelSet] = set()
         own: set[LabelSet] = set()
@@ -341,14 +437,18 @@ async def test_vmagent_scrapes_the_relay_into_victoria_metrics(tmp_path: Path):
 @pytest.mark.peer
 @pytest.mark.fixtures
 @pytest.mark.timeout(180)
-async def test_prometheus_scrapes_the_relay_with_the_shipped_config(tmp_path: Path):
-    """Prometheus 2.42 with the shipped config (targets on a real relay of a real mTLS upstream): both jobs
-    up, every relayed series stored, the relay's own metrics stored and its upstream reported up."""
+async def test_prometheus_scrapes_the_relay_with_the_shipped_config(
+    tmp_path: Path, protection: Protection | None
+):
+    """Prometheus 2.42 with the shipped config for the listener (targets on a real relay of a real mTLS
+    upstream; plain, or protected as deploy/overlays/protected does it): both jobs up, every relayed series
+    stored, the relay's own metrics stored and its upstream reported up."""
     binary = require_tool("prometheus")
     async with contextlib.AsyncExitStack() as stack:
-        upstream, relay = await stack.enter_async_context(relay_of_fixture(tmp_path))
+        upstream, relay = await stack.enter_async_context(relay_of_fixture(tmp_path, protection))
+        scrape_config = scrape_config_for(scrape_config_name("prometheus", protection), relay, protection)
         prometheus = await stack.enter_async_context(
-            running_prometheus(binary, scrape_config_for("prometheus.yml", relay), tmp_path / "prometheus")
+            running_prometheus(binary, scrape_config, tmp_path / "prometheus")
         )
         await prometheus.wait_until_up([RELAYED_JOB, RELAY_JOB], within=60)
         # metrics_relay_upstream_up has a value once the relay finished a scrape of its upstream; wait until
@@ -358,7 +458,7 @@ async def test_prometheus_scrapes_the_relay_with_the_shipped_config(tmp_path: Pa
                 if await prometheus.query(UPSTREAM_REPORTED_UP, time.time()):
                     break
                 await asyncio.sleep(0.5)
-        session = await stack.enter_async_context(aiohttp.ClientSession())
+        session = await stack.enter_async_context(client_session(protection))
         expected = await relayed_series(session, relay)
         at = time.time()
         relayed = split_target_labels(set(await prometheus.stored_series(RELAYED_JOB, at)))
