@@ -15,7 +15,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from relay.errors import RelayInternalError, ScrapeError, deadline_error
+from relay.errors import RelayInternalError, ScrapeError
+from relay.failures import deadline_error
 from relay.negotiation import MediaRange, parse_media_ranges
 from relay.relabel_report import (
     BodySummarizer,

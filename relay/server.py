@@ -12,13 +12,8 @@ import time
 from aiohttp import web
 
 from relay import debug_pages, landing
-from relay.errors import (
-    ConfigError,
-    RelayInternalError,
-    ScrapeError,
-    ScraperGoneError,
-    deadline_error,
-)
+from relay.errors import ConfigError, RelayInternalError, ScrapeError, ScraperGoneError
+from relay.failures import deadline_error
 from relay.flight import Flights
 from relay.health import ScrapeOutcome
 from relay.inbound import InboundProtection

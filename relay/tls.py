@@ -20,7 +20,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from relay.config import TLSConfig, UpstreamConfig
-from relay.errors import ClientTLSMaterialError, Diagnosis, dates_command, rotate_action
+from relay.errors import ClientTLSMaterialError, dates_command, rotate_action
+from relay.failures import Diagnosis
 
 log = logging.getLogger(__name__)
 

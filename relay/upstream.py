@@ -20,11 +20,10 @@ from multidict import CIMultiDict
 
 from relay import __version__
 from relay.config import UpstreamConfig
-from relay.errors import (
+from relay.errors import ScrapeError, UpstreamConnectError
+from relay.failures import (
     Attempt,
     PresentedCertificate,
-    ScrapeError,
-    UpstreamConnectError,
     content_type_error,
     limit_error,
     status_error,

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 
-from relay.errors import RelayInternalError, ScrapeError, deadline_error
+from relay.errors import RelayInternalError, ScrapeError
+from relay.failures import deadline_error
 from relay.flight import Flight
 from relay.health import PassReport
 from relay.negotiation import Preferences, response_content_type

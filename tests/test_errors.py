@@ -20,13 +20,11 @@ from aiohttp.http_exceptions import ContentLengthError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.errors import (
-    SCRAPE_ERRORS,
+from relay.errors import SCRAPE_ERRORS, ClientTLSMaterialError, ScrapeError
+from relay.failures import (
     Attempt,
-    ClientTLSMaterialError,
     Diagnosis,
     PresentedCertificate,
-    ScrapeError,
     content_type_error,
     deadline_error,
     limit_error,
