@@ -9,6 +9,7 @@ import contextlib
 import functools
 import os
 import re
+import shlex
 import signal
 import ssl
 import subprocess
@@ -35,11 +36,13 @@ from tests.support import (
     Relay,
     Upstream,
     body_handler,
+    config_yaml,
     require_fixtures,
     require_tool,
     running_relay,
     running_upstream,
 )
+from tests.test_inbound import BODY as INBOUND_BODY
 from tests.test_inbound import (
     PASSWORD,
     Listener,
@@ -53,6 +56,8 @@ ACK_ONE_EXAMPLE = ROOT / "config" / "ack-one.yml"
 # The relay's web configuration in deploy/overlays/protected, with the placeholder users replace by a hash.
 PROTECTED_WEB_CONFIG = ROOT / "deploy" / "overlays" / "protected" / "web.yml"
 BCRYPT_PLACEHOLDER = "REPLACE_WITH_BCRYPT_HASH"
+# The host of the shipped scrape configs' targets, which the READMEs' serving certificate names.
+SHIPPED_TARGET_HOST = "metrics-relay.monitoring.svc"
 FIXTURE = "kube-apiserver-1.35-minikube.prom"
 # A metric that config/ack-one.yml's rules drop and the fixture has: its absence shows the rules ran.
 DROPPED_FAMILY_SAMPLE = "etcd_request_duration_seconds_bucket"
@@ -93,22 +98,37 @@ class Protection:
     username: str
 
 
+def protect_like_the_overlay(directory: Path, cert_file: Path, key_file: Path, ca_file: Path) -> Protection:
+    """The shipped web.yml written into `directory` with these certificate files and a hash of the test's
+    password in place of its placeholder, and the scrapers' password file beside it; `ca_file` vouches for
+    the certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    document = yaml.safe_load(PROTECTED_WEB_CONFIG.read_text(encoding="utf-8"))
+    document["tls_server_config"].update(cert_file=str(cert_file), key_file=str(key_file))
+    ((username, placeholder),) = document["basic_auth_users"].items()
+    assert placeholder == BCRYPT_PLACEHOLDER
+    document["basic_auth_users"][username] = bcrypt_hash(PASSWORD)
+    web_config_file = directory / "web.yml"
+    web_config_file.write_text(yaml.safe_dump(document), encoding="utf-8")
+    password_file = directory / "scraper-password"
+    password_file.write_text(PASSWORD, encoding="utf-8")
+    return Protection(web_config_file, ca_file, password_file, username)
+
+
+def protect_listener(request: pytest.FixtureRequest, directory: Path) -> Protection:
+    """The test_inbound `listener` (a certificate for 127.0.0.1 and its CA) behind the shipped web.yml."""
+    relay_listener: Listener = request.getfixturevalue("listener")
+    tls = relay_listener.tls_section()
+    return protect_like_the_overlay(
+        directory, Path(str(tls["cert_file"])), Path(str(tls["key_file"])), relay_listener.folder / "ca.crt"
+    )
+
+
 @pytest.fixture(params=["plain", "protected"])
 def protection(request: pytest.FixtureRequest, tmp_path: Path) -> Protection | None:
     """Each listener in turn: plain HTTP (None), then HTTPS with basic auth from the shipped web.yml with its
     paths rewritten to the test's certificate and its placeholder to a hash of the test's password."""
-    if request.param == "plain":
-        return None
-    relay_listener: Listener = request.getfixturevalue("listener")
-    document = yaml.safe_load(PROTECTED_WEB_CONFIG.read_text(encoding="utf-8"))
-    document["tls_server_config"].update(relay_listener.tls_section())
-    ((username, placeholder),) = document["basic_auth_users"].items()
-    assert placeholder == BCRYPT_PLACEHOLDER
-    document["basic_auth_users"][username] = bcrypt_hash(PASSWORD)
-    relay_listener.write(**document)
-    password_file = tmp_path / "scraper-password"
-    password_file.write_text(PASSWORD, encoding="utf-8")
-    return Protection(relay_listener.web_config, relay_listener.folder / "ca.crt", password_file, username)
+    return None if request.param == "plain" else protect_listener(request, tmp_path / "protected")
 
 
 def scrape_config_name(scraper: str, protection: Protection | None) -> str:
@@ -367,12 +387,7 @@ def test_shipped_protected_vmagent_config_passes_vmagent_dry_run(
 ):
     """vmagent's strict check, which reads the CA and password files, accepts vmagent-protected.yml with
     only those two paths changed to files that exist."""
-    relay_listener: Listener = request.getfixturevalue("listener")
-    password_file = tmp_path / "scraper-password"
-    password_file.write_text(PASSWORD, encoding="utf-8")
-    protection = Protection(
-        relay_listener.web_config, relay_listener.folder / "ca.crt", password_file, "scraper"
-    )
+    protection = protect_listener(request, tmp_path / "protected")
     config = tmp_path / "vmagent-protected.yml"
     config.write_text(with_scraper_files("vmagent-protected.yml", protection), encoding="utf-8")
     result = vmagent_dry_run(config)
@@ -474,3 +489,56 @@ async def test_prometheus_scrapes_the_relay_with_the_shipped_config(
         assert upstream_up == {"ack-control-plane": "1"}
         assert upstream.requests
         assert all(request.query.get("hosting") == "true" for request in upstream.requests)
+
+
+# --- the protected set-up, from the READMEs ---------------------------------------------------------------
+
+
+def serving_certificate_command(readme: Path) -> list[str]:
+    """The `openssl req` command a README gives for the relay's serving certificate, as an argument list."""
+    text = readme.read_text(encoding="utf-8")
+    found = re.findall(r"^ *openssl req -x509 (?:.*\\\n)*.*$", text, re.MULTILINE)
+    assert len(found) == 1, f"{readme} should show one `openssl req -x509` command, shows {len(found)}"
+    return shlex.split(found[0].replace("\\\n", " "))
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(120)
+async def test_prometheus_trusts_the_serving_certificate_the_readmes_make(tmp_path: Path):
+    """The self-signed certificate made by the READMEs' openssl command (the same in both) serves the
+    shipped web.yml, and Prometheus 2.42 with prometheus-protected.yml and that certificate as its CA trusts
+    it for the shipped target's host name: both jobs up."""
+    commands = [serving_certificate_command(ROOT / name) for name in ("README.md", "deploy/README.md")]
+    assert commands[0] == commands[1]
+    openssl, prometheus_binary = require_tool("openssl"), require_tool("prometheus")
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [openssl, *commands[0][1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    certificate = tmp_path / "relay.crt"
+    protection = protect_like_the_overlay(
+        tmp_path / "protected", certificate, tmp_path / "relay.key", ca_file=certificate
+    )
+    pki = Pki(tmp_path)
+    async with (
+        running_upstream(pki.server_context(), body_handler(INBOUND_BODY)) as upstream,
+        running_relay(
+            config_yaml(upstream.url, pki.client_files()),
+            tmp_path,
+            web_config_file=protection.web_config_file,
+        ) as relay,
+    ):
+        document = yaml.safe_load(scrape_config_for("prometheus-protected.yml", relay, protection))
+        for job in document["scrape_configs"]:
+            # The shipped target's host, which the test's 127.0.0.1 target cannot have: checked by name.
+            job["tls_config"]["server_name"] = SHIPPED_TARGET_HOST
+        async with running_prometheus(
+            prometheus_binary, yaml.safe_dump(document), tmp_path / "prometheus"
+        ) as prometheus:
+            await prometheus.wait_until_up([RELAYED_JOB, RELAY_JOB], within=60)
