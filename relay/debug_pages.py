@@ -21,15 +21,17 @@ from relay.negotiation import MediaRange, parse_media_ranges
 from relay.relabel_report import (
     BodySummarizer,
     RuleSummary,
-    SeriesTrace,
     Summary,
+    left_out_text,
+    render_summary,
+    summary_json,
+)
+from relay.relabel_trace import (
+    SeriesTrace,
     format_labels,
     label_changes,
-    left_out_text,
     parse_series_argument,
-    render_summary,
     render_trace,
-    summary_json,
     trace_json,
     trace_series,
 )

@@ -12,16 +12,8 @@ from typing import Any
 
 from relay.errors import ConfigError, InvalidExpositionError, ScrapeError
 from relay.loading import load_config
-from relay.relabel_report import (
-    BodySummarizer,
-    Summary,
-    parse_series_argument,
-    render_summary,
-    render_trace,
-    summary_json,
-    trace_json,
-    trace_series,
-)
+from relay.relabel_report import BodySummarizer, Summary, render_summary, summary_json
+from relay.relabel_trace import parse_series_argument, render_trace, trace_json, trace_series
 from relay.rules import Rules
 
 CHUNK_BYTES = 1 << 16

@@ -70,6 +70,7 @@ def test_summary_from_a_file_as_text(config_file, tmp_path):
 
 
 @pytest.mark.fixtures
+@pytest.mark.timeout(240)  # a 50 MB body built and read through a subprocess: slow on a loaded machine
 def test_a_big_body_is_read_in_bounded_memory(config_file):
     """A 50 MB body from the real kube-apiserver fixture goes through stdin with a bounded peak memory."""
     fixture = (require_fixtures() / "kube-apiserver-1.35-minikube.prom").read_bytes()
