@@ -19,13 +19,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
 RUN python -m venv /opt/metrics-relay
-# Only what `pip install .` reads; .dockerignore keeps the rest of the checkout out anyway.
+# Only what `pip install .` reads, and the lock; .dockerignore keeps the rest of the checkout out anyway.
+COPY requirements/constraints.txt ./requirements/
 COPY pyproject.toml setup.py README.md ./
 COPY relay ./relay
-# Installs the project from the build context; its dependencies are bounded in pyproject.toml. The
-# import fails the build if the compiled engine was not built (setup.py would fall back to Python).
-RUN /opt/metrics-relay/bin/pip install --no-cache-dir . \
- && /opt/metrics-relay/bin/python -c "import relay._engine" \
+# Every version comes from the lock: pip (--build-constraint needs pip >= 25.3) and the venv's own
+# setuptools first, then the project with its dependencies (--constraint) and the setuptools and Cython
+# that build it (--build-constraint: pip's isolated build does not read --constraint). The import fails
+# the build if the compiled engine was not built (setup.py would fall back to Python); -P keeps /src/relay,
+# the uncompiled sources in the working directory, from shadowing the installed package.
+RUN /opt/metrics-relay/bin/pip install --no-cache-dir --constraint requirements/constraints.txt pip setuptools \
+ && /opt/metrics-relay/bin/pip install --no-cache-dir --constraint requirements/constraints.txt \
+      --build-constraint requirements/constraints.txt . \
+ && /opt/metrics-relay/bin/python -P -c "import relay._engine" \
  && /opt/metrics-relay/bin/metrics-relay --help >/dev/null
 
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE}

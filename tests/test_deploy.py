@@ -29,6 +29,7 @@ from relay.errors import ConfigError
 from relay.units import parse_duration
 from relay.webconfig import parse_web_config
 from tests.support import require_tool
+from tests.test_dependencies import pins
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -679,40 +680,82 @@ def test_dockerignore_keeps_local_state_out_but_not_the_sources():
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in patterns), f"{source} is ignored"
 
 
+def build_stage() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions from its first FROM up to the second (the stage that installs)."""
+    instructions = dockerfile_instructions()
+    starts = [index for index, (kind, _) in enumerate(instructions) if kind == "FROM"]
+    return instructions[starts[0] : starts[1]]
+
+
+def copy_as_docker_does(value: str, context: Path, workdir: Path) -> None:
+    """One `COPY SRC... DEST` from the build context into the working directory: a directory's contents
+    into DEST, a file into DEST (or under it when DEST ends in `/`)."""
+    *sources, destination = value.split()
+    target = workdir / destination
+    for name in sources:
+        origin = context / name
+        if origin.is_dir():
+            ignored = shutil.ignore_patterns("__pycache__", "*.so", "*.c", "*.html")
+            shutil.copytree(origin, target, ignore=ignored, dirs_exist_ok=True)
+        else:
+            placed = target / origin.name if destination.endswith("/") else target
+            placed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, placed)
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(
     bool(os.environ.get("RELAY_NO_EXTENSIONS")),
     reason="the suite's run on the Python engine: the install is the same",
 )
 def test_the_dockerfile_install_steps_build_and_load_the_native_engine(tmp_path):
-    """The files the Dockerfile copies, installed into a fresh virtual environment as its build stage does,
-    compile the line engine: the installed relay runs on it."""
-    source = tmp_path / "src"
-    source.mkdir()
-    copied = [
-        path
-        for kind, value in dockerfile_instructions()
-        if kind == "COPY" and not value.startswith("--from")
-        for path in value.split()[:-1]
-    ]
-    for name in copied:
-        if (ROOT / name).is_dir():
-            ignored = shutil.ignore_patterns("__pycache__", "*.so", "*.c", "*.html")
-            shutil.copytree(ROOT / name, source / name, ignore=ignored)
-        else:
-            shutil.copy2(ROOT / name, source / name)
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    """The build stage's own COPY, ENV and RUN instructions, run in a fresh virtual environment in place of
+    the image's, install exactly the lock's versions and compile the line engine: the relay runs on it."""
+    stage = build_stage()
+    workdir = tmp_path / "src"
+    workdir.mkdir()
     # As in the image: no RELAY_NO_EXTENSIONS (the suite's second run sets it for its own processes).
     environment = {key: value for key, value in os.environ.items() if key != "RELAY_NO_EXTENSIONS"}
-    install = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
+    venv = tmp_path / "venv"
+    image_venv = None
+    runs: list[str] = []
+    for kind, value in stage:
+        if kind == "COPY":
+            copy_as_docker_does(value, ROOT, workdir)
+        elif kind == "ENV":
+            environment.update(setting.partition("=")[::2] for setting in shlex.split(value))
+        elif kind == "RUN" and (created := re.fullmatch(r"python -m venv (\S+)", value)):
+            image_venv = created[1]  # this Python, not the image's, makes the environment
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        elif kind == "RUN":
+            assert image_venv is not None, "the build stage runs commands before it creates its environment"
+            runs.append(value.replace(image_venv, str(venv)))
+    install = " && ".join(runs)
+    lock = pins.LOCK.relative_to(ROOT)
+    assert f"--constraint {lock}" in install, install
+    assert f"--build-constraint {lock}" in install, install
+    for command in runs:
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=environment,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+    freeze = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all", "--exclude", "metrics-relay"],
         capture_output=True,
         text=True,
-        check=False,
+        check=True,
         env=environment,
     )
-    assert install.returncode == 0, install.stdout + install.stderr
+    locked = pins.pinned(pins.LOCK.read_text(encoding="utf-8"))
+    unlocked = {
+        name: version for name, version in pins.pinned(freeze.stdout).items() if locked.get(name) != version
+    }
+    assert unlocked == {}, "installed at versions the lock does not pin"
     probe = "import relay._engine\nfrom relay import pipeline\nprint(pipeline.default_engine)"
     loaded = subprocess.run(
         [str(venv / "bin" / "python"), "-c", probe],
