@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from relay.keypair import KeyPairError, PairProblem, read_key_pair
 
 ReadFile = Callable[[Path], bytes]
 """Reads a file the kubeconfig names (raising OSError): the caller's edge, so this module does no I/O."""
@@ -327,32 +327,25 @@ def _ca_certificates(pem: bytes, where: str) -> tuple[CertificateSummary, ...]:
     return tuple(CertificateSummary.of(certificate) for certificate in certificates)
 
 
+_PAIR_PROBLEMS = {
+    PairProblem.CERTIFICATE_NOT_PEM: "the client certificate is not a PEM certificate",
+    PairProblem.KEY_ENCRYPTED: (
+        "the client key is encrypted; the relay never asks for a passphrase: decrypt it "
+        "(openssl pkey -in KEY -out KEY.plain) and name the plain file"
+    ),
+    PairProblem.KEY_NOT_PEM: "the client key is not a PEM private key",
+    PairProblem.PUBLIC_KEY_UNREADABLE: "the client certificate's public key cannot be read",
+    PairProblem.MISMATCH: "the client key does not belong to the client certificate; take both from the same "
+    "kubeconfig download",
+}
+
+
 def _client_pair(cert_pem: bytes, key_pem: bytes, where: str) -> x509.Certificate:
     """The client certificate, checked to parse and to belong to the key, which must parse unencrypted."""
     try:
-        certificate = x509.load_pem_x509_certificates(cert_pem)[0]
-    except ValueError:
-        raise KubeconfigError(f"{where}: the client certificate is not a PEM certificate") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError:
-        raise KubeconfigError(
-            f"{where}: the client key is encrypted; the relay never asks for a passphrase: decrypt it "
-            "(openssl pkey -in KEY -out KEY.plain) and name the plain file"
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise KubeconfigError(f"{where}: the client key is not a PEM private key") from None
-    info = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    try:
-        certificate_key = certificate.public_key().public_bytes(der, info)
-    except (ValueError, UnsupportedAlgorithm):
-        raise KubeconfigError(f"{where}: the client certificate's public key cannot be read") from None
-    if key.public_key().public_bytes(der, info) != certificate_key:
-        raise KubeconfigError(
-            f"{where}: the client key does not belong to the client certificate; take both from the same "
-            "kubeconfig download"
-        )
+        certificate = read_key_pair(cert_pem, key_pem)
+    except KeyPairError as exc:
+        raise KubeconfigError(f"{where}: {_PAIR_PROBLEMS[exc.problem]}") from None
     if not _for_client_authentication(certificate):
         raise KubeconfigError(
             f"{where}: the client certificate's extended key usage does not include client authentication, "

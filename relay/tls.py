@@ -17,11 +17,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from relay.config import TLSConfig, UpstreamConfig
 from relay.errors import ClientTLSMaterialError, dates_command, rotate_action
 from relay.failures import Diagnosis
+from relay.keypair import KeyPairError, PairProblem, read_key_pair
 
 log = logging.getLogger(__name__)
 
@@ -332,34 +332,31 @@ def _context(tls: TLSConfig, ca_pem: bytes | None) -> ssl.SSLContext:
     return context
 
 
+_PAIR_PROBLEMS: dict[PairProblem, tuple[str, str]] = {
+    PairProblem.CERTIFICATE_NOT_PEM: ("tls_config.cert_file", "not a PEM certificate"),
+    PairProblem.KEY_ENCRYPTED: (
+        "tls_config.key_file",
+        "the key is encrypted; the relay never prompts for a passphrase: "
+        "store the key unencrypted in the Secret",
+    ),
+    PairProblem.KEY_NOT_PEM: ("tls_config.key_file", "not a PEM private key"),
+    PairProblem.PUBLIC_KEY_UNREADABLE: (
+        "tls_config.cert_file",
+        "the certificate's public key cannot be read",
+    ),
+    PairProblem.MISMATCH: ("tls_config.key_file", "the key does not match tls_config.cert_file"),
+}
+
+
 def _load_client_pair(
     context: ssl.SSLContext, cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: bytes
 ) -> CertificateFacts:
     """Check the certificate and key ourselves (clear messages), then hand them to the context."""
     try:
-        certificate = x509.load_pem_x509_certificates(cert_pem)[0]
-    except ValueError:
-        raise ClientTLSMaterialError("tls_config.cert_file", "not a PEM certificate") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError:
-        raise ClientTLSMaterialError(
-            "tls_config.key_file",
-            "the key is encrypted; the relay never prompts for a passphrase: "
-            "store the key unencrypted in the Secret",
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ClientTLSMaterialError("tls_config.key_file", "not a PEM private key") from None
-    public_bytes = serialization.PublicFormat.SubjectPublicKeyInfo
-    encoding = serialization.Encoding.DER
-    try:
-        certificate_key = certificate.public_key().public_bytes(encoding, public_bytes)
-    except (ValueError, UnsupportedAlgorithm):
-        raise ClientTLSMaterialError(
-            "tls_config.cert_file", "the certificate's public key cannot be read"
-        ) from None
-    if key.public_key().public_bytes(encoding, public_bytes) != certificate_key:
-        raise ClientTLSMaterialError("tls_config.key_file", "the key does not match tls_config.cert_file")
+        certificate = read_key_pair(cert_pem, key_pem)
+    except KeyPairError as exc:
+        setting, problem = _PAIR_PROBLEMS[exc.problem]
+        raise ClientTLSMaterialError(setting, problem) from None
     try:
         # The files were just read and checked; the password callback only guards against a prompt
         # should they have been swapped for an encrypted key in between.
