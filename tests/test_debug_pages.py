@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -40,11 +39,6 @@ ORACLE_FIXTURES = {
     "scheduler": "kube-scheduler-1.35-minikube.prom",
     "etcd": "etcd-1.35-minikube.prom",
 }
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 async def get(url: str, accept: str = "*/*", **params: str) -> tuple[int, str, str]:

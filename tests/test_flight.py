@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from relay.flight import FOLLOWER_BACKLOG_BYTES, Flight
-from tests.support import Pki, body_handler, config_yaml, running_relay, running_upstream
+from tests.support import body_handler, config_yaml, running_relay, running_upstream
 
 LINES = [b'relayed_lines_total{line="%d"} %d\n' % (i, i) for i in range(2000)]
 BODY = b"# TYPE relayed_lines_total counter\n" + b"".join(LINES)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 def slow_body(pause: float, pieces: int = 10, started: asyncio.Event | None = None) -> web.RequestHandler:

@@ -16,7 +16,7 @@ import yaml
 
 from relay import inbound
 from tests.prometheus_oracle import prometheus_config, running_prometheus, scrape_job
-from tests.support import Pki, body_handler, config_yaml, require_tool, running_relay, running_upstream
+from tests.support import body_handler, config_yaml, require_tool, running_relay, running_upstream
 
 BODY = b'# TYPE apiserver_requests_total counter\napiserver_requests_total{code="200"} 7\n'
 PASSWORD = "correct horse"
@@ -64,11 +64,6 @@ def listener(tmp_path: Path) -> Listener:
     leaf.private_key_pem.write_to_path(str(folder / "relay.key"))
     ca.cert_pem.write_to_path(str(folder / "ca.crt"))
     return Listener(ca, folder, folder / "web.yml")
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 def curl(url: str, *args: str) -> tuple[int, str, str]:

@@ -19,14 +19,9 @@ import pytest
 from aiohttp import web
 
 from relay.lifecycle import ServeOptions, serve
-from tests.support import Handler, Pki, body_handler, config_yaml, running_relay, running_upstream, trickle
+from tests.support import Handler, body_handler, config_yaml, running_relay, running_upstream, trickle
 
 BODY = b"# TYPE up gauge\nup 1\n" + b"".join(b'filler{n="%d"} %d\n' % (i, i) for i in range(2000))
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 @dataclass

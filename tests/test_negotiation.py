@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import aiohttp
 import pytest
 
@@ -15,7 +13,7 @@ from relay.negotiation import (
     answer_is_openmetrics,
     scraper_preferences,
 )
-from tests.support import Pki, body_handler, config_yaml, require_fixtures, running_relay, running_upstream
+from tests.support import body_handler, config_yaml, require_fixtures, running_relay, running_upstream
 from tests.test_pipeline import relay, rules
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -119,11 +117,6 @@ def test_utf8_names_are_quoted_for_scrapers_that_allow_them_and_dropped_otherwis
     out, relabeler = relay(body, rules())
     assert out == b"ok 3\n"
     assert relabeler.dropped["utf8_name"] == 2
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 async def scrape_with(url: str, accept: str) -> tuple[int, str, bytes]:

@@ -56,11 +56,6 @@ def samples(metrics: SelfMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]
     }
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 def test_a_pass_is_kept_as_health_and_counted(pki):
     """An upstream pass becomes the upstream's last pass and is counted under its name."""
     recorder, metrics = recorder_for(pki)

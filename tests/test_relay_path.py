@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ssl
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -32,11 +31,6 @@ BODY = b"# HELP demo_requests_total Requests.\n# TYPE demo_requests_total counte
     for i in range(10000)
 )
 """A canonical exposition (one space, sorted labels, no comments): relayed unchanged without rules."""
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 async def scrape(url: str, **headers: str) -> tuple[int, str, bytes]:
@@ -301,6 +295,7 @@ async def test_slow_head_is_a_504(pki, tmp_path):
         elapsed = asyncio.get_running_loop().time() - started
     assert status == 504
     assert b"deadline" in body
+    assert b"the scraper allows 1s (X-Prometheus-Scrape-Timeout-Seconds" in body  # the cause is named
     assert elapsed < 5  # the scraper's 1 s header won over the configured 10 s
 
 

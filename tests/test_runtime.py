@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime
 import gzip
-from pathlib import Path
 
 import aiohttp
-import pytest
 import trustme
 from aiohttp import web
 from cryptography import x509
@@ -16,11 +14,6 @@ from relay.selfmetrics import SelfMetrics
 from tests.support import Pki, body_handler, config_yaml, running_relay, running_upstream
 
 BODY = b"# TYPE up gauge\nup 1\n" + b"".join(b'series_%d{kind="filler"} %d\n' % (i, i) for i in range(200))
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 async def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

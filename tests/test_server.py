@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
-
-import pytest
 
 from relay import pipeline
 from tests.support import (
     ClientFiles,
-    Pki,
     body_handler,
     config_yaml,
     request_text,
@@ -20,11 +16,6 @@ from tests.support import (
 )
 
 BODY = b"# TYPE up gauge\nup 1\n"
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
 
 
 async def test_health_ready_and_self_metrics(pki, tmp_path):

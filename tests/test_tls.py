@@ -35,11 +35,6 @@ from tests.support import (
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 def upstream_for(files: ClientFiles, extra: str = "", base_dir: Path = Path("/")) -> UpstreamConfig:
     """The one upstream of a configuration naming these client files."""
     return parse(config_yaml("https://h/m", files, extra), source="r.yml", base_dir=base_dir).upstreams[0]

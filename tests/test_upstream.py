@@ -34,11 +34,6 @@ GOOD_ANSWER = (
 )
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 def expired_files(pki: Pki) -> ClientFiles:
     """A client certificate from the upstream's client CA that expired at 2021-01-01T00:00:00Z."""
     expired = pki.client_ca.issue_cert(

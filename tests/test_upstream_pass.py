@@ -102,11 +102,6 @@ async def pass_against(pki: Pki, handler: Handler, extra: str = "") -> Pass:
         return await run_pass(client, rules)
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 async def test_a_good_pass_publishes_the_relabeled_body_and_reports_once(pki, engine):
     """The flight gets the relabeled body and its Content-Type; one report says what the pass did."""
     done = await pass_against(pki, body_handler(BODY), DROP_RULE)
