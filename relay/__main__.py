@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="metrics-relay",
         description="Scrape a client-certificate-protected Prometheus endpoint over mTLS, relabel it "
         "while streaming, and serve it on plain HTTP.",
+        epilog="subcommands: 'metrics-relay relabel-test --help' (apply an upstream's rules offline), "
+        "'metrics-relay kubeconfig-secret --help' (the client certificate Secret from a kubeconfig)",
     )
     parser.add_argument(
         "--config.file",

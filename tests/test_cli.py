@@ -273,3 +273,18 @@ def test_demo_serves_a_relayed_exposition():
         assert aggregator, printed
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 0
+
+
+def test_help_names_the_flags_and_the_subcommands():
+    """--help lists the serving flags and points to both subcommands' own help."""
+    result = run_relay("--help")
+    assert result.returncode == 0
+    for flag in (
+        "--web.config.file",
+        "--web.shutdown-delay",
+        "--web.shutdown-grace-period",
+        "--web.max-requests",
+    ):
+        assert flag in result.stdout
+    assert "relabel-test --help" in result.stdout
+    assert "kubeconfig-secret --help" in result.stdout
