@@ -428,6 +428,16 @@ def status_error(
     return UpstreamStatusError(message, detail, cause=cause, action=action)
 
 
+def connect_timeout_error(attempt: Attempt, seconds: float) -> UpstreamConnectError:
+    """Connecting to one of several addresses took longer than its share of the deadline."""
+    return UpstreamConnectError(
+        f"connecting to {attempt.address} took longer than {seconds:g}s",
+        cause=f"nothing answers at {attempt.address}: the host is down, or a firewall or NetworkPolicy drops "
+        "the connection without refusing it",
+        action="check that the address is right and reachable from the relay's pod",
+    )
+
+
 def content_type_error(content_type: str, expected: str, *, address: str) -> UpstreamContentTypeError:
     """The upstream's answer is not in a format the relay asked for."""
     media_type = content_type.partition(";")[0].strip().lower()

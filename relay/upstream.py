@@ -24,6 +24,7 @@ from relay.errors import ScrapeError, UpstreamConnectError
 from relay.failures import (
     Attempt,
     PresentedCertificate,
+    connect_timeout_error,
     content_type_error,
     limit_error,
     status_error,
@@ -115,7 +116,12 @@ class UpstreamClient:
         credentials = self.credentials.current()
         headers = self._headers(credentials, deadline_seconds, upstream_accept(openmetrics))
         unreachable: list[tuple[Attempt, ScrapeError]] = []
-        for url in self.config.urls:
+        urls = self.config.urls
+        # With several addresses, one that never answers must not take the whole deadline: each gets a share
+        # of it to connect (TCP only; the answer itself may take the rest).
+        connect_budget = deadline_seconds / len(urls) if len(urls) > 1 else None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_budget)
+        for url in urls:
             attempt = self.attempt(credentials, url)
             try:
                 response = await self._session.get(
@@ -125,12 +131,17 @@ class UpstreamClient:
                     ssl=credentials.ssl_context if credentials.ssl_context is not None else True,
                     server_hostname=self.config.tls_config.server_name,
                     allow_redirects=False,
+                    timeout=timeout,
                 )
             except aiohttp.ClientConnectorCertificateError as exc:
                 presented = await presented_certificate(attempt)
                 raise translate_client_error(exc, replace(attempt, presented=presented)) from exc
             except Exception as exc:
-                error = translate_client_error(exc, attempt)
+                error = (
+                    connect_timeout_error(attempt, connect_budget)
+                    if isinstance(exc, aiohttp.ConnectionTimeoutError) and connect_budget is not None
+                    else translate_client_error(exc, attempt)
+                )
                 if not isinstance(error, UpstreamConnectError):
                     raise error from exc
                 unreachable.append((attempt, error))

@@ -524,3 +524,56 @@ async def test_requests_to_one_upstream_are_bounded(pki, tmp_path):
             )
     assert bodies == [BODY] * (MAX_CONCURRENT_REQUESTS + 3)
     assert most == MAX_CONCURRENT_REQUESTS
+
+
+@contextmanager
+def silent_address() -> Iterator[str]:
+    """host:port of a listener whose backlog is full: new connections hang, unanswered, as behind a
+    firewall that drops them."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    waiting = []
+    try:
+        for _ in range(5):
+            client = socket.socket()
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(listener.getsockname())
+            waiting.append(client)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for client in waiting:
+            client.close()
+        listener.close()
+
+
+async def test_an_address_that_never_answers_gets_a_share_of_the_deadline(pki, tmp_path):
+    """The url's SYNs go unanswered: after its share of the deadline the failover address is tried and
+    answers, well within the scrape's deadline."""
+    with silent_address() as silent:
+        async with running_upstream(None, body_handler(BODY)) as upstream:
+            (tmp_path / "relay.yml").write_text(
+                config_yaml(f"http://{silent}/metrics", extra=f"    failover_urls: [{upstream.url}]\n"),
+                encoding="utf-8",
+            )
+            config = load_config(tmp_path / "relay.yml")
+            async with aiohttp.ClientSession() as session:
+                client = UpstreamClient(config.upstreams[0], session)
+                started = asyncio.get_running_loop().time()
+                async with asyncio.timeout(10), client.fetch(4) as body:
+                    received = b"".join([chunk async for chunk in body.chunks()])
+                took = asyncio.get_running_loop().time() - started
+    assert received == BODY
+    assert 1.5 < took < 3.5  # half of the 4 s deadline went to the silent address
+
+
+async def test_no_address_answering_names_the_silent_one(pki, tmp_path):
+    """Both addresses silent: a connect failure naming each and the time it was given, not a bare 504."""
+    with silent_address() as first, silent_address() as second:
+        error = await fetch_failure(
+            f"http://{first}/metrics", tmp_path, None, f"    failover_urls: [http://{second}/metrics]\n"
+        )
+    assert error.reason == "connect"
+    assert f"{first}: connecting to {first} took longer than 2.5s" in error.message
+    assert f"{second}: connecting to {second} took longer than 2.5s" in error.message
