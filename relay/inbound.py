@@ -20,6 +20,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 VERIFIED_CACHE_SIZE = 256
+RETRY_SECONDS = 2.0
 _REALM_HEADER = 'Basic realm="metrics-relay", charset="UTF-8"'
 
 
@@ -101,9 +103,10 @@ class InboundProtection:
         self._on_reload = on_reload
         self.config = load_web_config(path)
         self._stamp = self._stamp_of(self.config)
-        self._failed_stamp: tuple[object, ...] | None = None
+        self._failed: tuple[tuple[object, ...], float, str] | None = None  # stamp, when, what was wrong
         self._context = server_context(self.config.tls) if self.config.tls is not None else None
-        self._verified: OrderedDict[bytes, bool] = OrderedDict()
+        self._verified: OrderedDict[bytes, None] = OrderedDict()  # credentials that passed bcrypt
+        self._bcrypt_turn = asyncio.Semaphore(1)  # one check at a time: strangers cannot tie up threads
         on_reload(True)
 
     # --- keeping up with the file -------------------------------------------------------------------
@@ -111,22 +114,28 @@ class InboundProtection:
     def refresh(self) -> WebConfig:
         """The protection to apply now: the file's, if it changed and is good; else the last good one."""
         stamp = self._stamp_of(self.config)
-        if stamp in (self._stamp, self._failed_stamp):
+        if stamp == self._stamp:
+            return self.config
+        now = time.monotonic()
+        # A refused file is tried again after a while even if nothing it was stamped by changed: the file
+        # it newly names may appear later (web.yml and its certificate often come from separate Secrets).
+        if self._failed is not None and self._failed[0] == stamp and now - self._failed[1] < RETRY_SECONDS:
             return self.config
         try:
             config = load_web_config(self.path)
             self._check_restart_free(config)
         except ConfigError as exc:
-            self._failed_stamp = stamp
+            if self._failed is None or self._failed[2] != str(exc):
+                log.error(
+                    "web configuration changed but is unusable; keeping the last good one",
+                    extra={"error": str(exc)},
+                )
+            self._failed = (stamp, now, str(exc))
             self._on_reload(False)
-            log.error(
-                "web configuration changed but is unusable; keeping the last good one",
-                extra={"error": str(exc)},
-            )
             return self.config
         self.config = config
         self._stamp = self._stamp_of(config)
-        self._failed_stamp = None
+        self._failed = None
         self._context = server_context(config.tls) if config.tls is not None else None
         self._verified.clear()
         self._on_reload(True)
@@ -134,7 +143,13 @@ class InboundProtection:
         return config
 
     def _check_restart_free(self, new: WebConfig) -> None:
+        """Refuse what must not change under a running listener: switching TLS or basic auth off or on
+        (a truncated file must not open the relay to everyone), and the handshake policy."""
         old = self.config
+        if bool(old.users) != bool(new.users):
+            raise ConfigError(
+                str(self.path), [Problem("basic_auth_users", "turning basic auth on or off needs a restart")]
+            )
         if (old.tls is None) != (new.tls is None):
             raise ConfigError(
                 str(self.path), [Problem("tls_server_config", "turning TLS on or off needs a restart")]
@@ -220,17 +235,19 @@ class InboundProtection:
             return False
         hashed = _lookup(config.users, user)
         key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed or b""))).digest()
-        known = self._verified.get(key)
-        if known is not None:
+        if key in self._verified:
             self._verified.move_to_end(key)
-            return known
-        # bcrypt is slow on purpose: off the event loop, so other scrapes go on meanwhile.
-        matches = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or _decoy_hash())
-        verdict = matches and hashed is not None
-        self._verified[key] = verdict
+            return True
+        # bcrypt is slow on purpose: off the event loop, so other scrapes go on meanwhile, and one at a time.
+        # Only successes are remembered, so wrong guesses cannot push the scrapers' entries out.
+        async with self._bcrypt_turn:
+            matches = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or _decoy_hash())
+        if not (matches and hashed is not None):
+            return False
+        self._verified[key] = None
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
-        return verdict
+        return True
 
 
 @functools.cache

@@ -4,11 +4,13 @@ endpoint, re-read on change, checked with curl and with a real Prometheus."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import bcrypt
 import pytest
 import trustme
@@ -29,6 +31,11 @@ PATHS = (
     "/-/healthy",
     "/-/ready",
 )
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The Authorization header for basic auth."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def bcrypt_hash(password: str) -> str:
@@ -315,3 +322,85 @@ def test_config_check_says_the_web_config_is_fine(pki, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK")
     assert f"web configuration {web}: OK" in result.stdout
+
+
+async def test_a_refused_file_is_tried_again_when_the_file_it_names_appears(
+    pki, listener, tmp_path, monkeypatch
+):
+    """web.yml names a certificate that is not there yet (two Secrets, updated apart): refused at first,
+    taken once the certificate arrives, without web.yml changing again."""
+    monkeypatch.setattr(inbound, "RETRY_SECONDS", 0.2)
+    listener.write(tls_server_config=listener.tls_section())
+    async with running_relay(
+        config_yaml("https://127.0.0.1:1/metrics", pki.client_files()),
+        tmp_path,
+        web_config_file=listener.web_config,
+    ) as relay:
+        url = relay.base_url + "/-/healthy"
+        gauge = relay.runtime.metrics.web_config_reload_success
+        new_ca = trustme.CA()
+        listener.write(
+            tls_server_config={
+                "cert_file": str(listener.folder / "next.crt"),
+                "key_file": str(listener.folder / "next.key"),
+            }
+        )
+        before = await acurl(url, "--cacert", str(listener.folder / "ca.crt"))
+        refused_gauge = gauge._value.get()
+        leaf = new_ca.issue_cert("127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(str(listener.folder / "next.crt"))
+        leaf.private_key_pem.write_to_path(str(listener.folder / "next.key"))
+        new_ca.cert_pem.write_to_path(str(listener.folder / "next-ca.crt"))
+        await asyncio.sleep(0.3)
+        after = await acurl(url, "--cacert", str(listener.folder / "next-ca.crt"))
+    assert before[1].startswith("HTTP/1.1 200")  # the old certificate still served meanwhile
+    assert refused_gauge == 0
+    assert after[1].startswith("HTTP/1.1 200")
+    assert gauge._value.get() == 1
+
+
+async def test_an_emptied_file_does_not_turn_basic_auth_off(pki, listener, tmp_path, caplog):
+    """A web.yml truncated (or rewritten without users) is refused: the relay still asks for the password."""
+    listener.write(basic_auth_users={"prometheus": bcrypt_hash(PASSWORD)})
+    async with running_relay(
+        config_yaml("https://127.0.0.1:1/metrics", pki.client_files()),
+        tmp_path,
+        web_config_file=listener.web_config,
+    ) as relay:
+        listener.web_config.write_text("")
+        anonymous = await acurl(relay.base_url + "/-/healthy")
+    assert anonymous[1].startswith("HTTP/1.1 401")
+    errors = [getattr(record, "error", "") for record in caplog.records]
+    assert any("turning basic auth on or off needs a restart" in error for error in errors)
+
+
+async def test_wrong_guesses_do_not_evict_the_scrapers_credentials(pki, listener, tmp_path, monkeypatch):
+    """Hundreds of wrong passwords later, the scraper's verified password is still remembered (no bcrypt)."""
+    listener.write(basic_auth_users={"prometheus": bcrypt_hash(PASSWORD)})
+    calls = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(inbound.bcrypt, "checkpw", counting_checkpw)
+    async with (
+        running_relay(
+            config_yaml("https://127.0.0.1:1/metrics", pki.client_files()),
+            tmp_path,
+            web_config_file=listener.web_config,
+        ) as relay,
+        aiohttp.ClientSession() as session,
+    ):
+        url = relay.base_url + "/-/healthy"
+        good = basic_auth("prometheus", PASSWORD)
+        async with session.get(url, headers=good) as first:
+            assert first.status == 200
+        for guess in range(inbound.VERIFIED_CACHE_SIZE + 10):
+            async with session.get(url, headers=basic_auth("prometheus", f"guess-{guess}")) as wrong:
+                assert wrong.status == 401
+        calls.clear()
+        async with session.get(url, headers=good) as again:
+            assert again.status == 200
+    assert calls == []
