@@ -13,6 +13,7 @@
         ├── LimitExceededError       limit         a configured limit (body_size_limit, ...) was passed
         ├── DeadlineExceededError    deadline      the scrape's deadline passed (HTTP 504, all others 502)
         ├── ScraperGoneError         scraper_gone  the scraper disconnected or gave up first (counted only)
+        ├── ShutdownError            shutdown      the relay stopped before the body was complete
         └── RelayInternalError       internal      a bug in the relay: logged with its traceback
 
 A ScrapeError's `message` is short, safe to show to a scraper and free of secrets; `cause` and `action` say
@@ -224,6 +225,17 @@ class ScraperGoneError(ScrapeError):
     )
 
 
+class ShutdownError(ScrapeError):
+    """The relay shut down before the body was complete: the grace period ended, or a second signal came."""
+
+    reason = "shutdown"
+    usual_cause = "the relay was stopped (SIGTERM) and the scrape outlived --web.shutdown-grace-period"
+    usual_action = (
+        "nothing if it happens at a rollout; if scrapes are cut often, raise --web.shutdown-grace-period "
+        "(and the pod's terminationGracePeriodSeconds with it)"
+    )
+
+
 class RelayInternalError(ScrapeError):
     """Something the relay did not expect: a bug, logged with its traceback."""
 
@@ -243,6 +255,7 @@ SCRAPE_ERRORS: tuple[type[ScrapeError], ...] = (
     LimitExceededError,
     DeadlineExceededError,
     ScraperGoneError,
+    ShutdownError,
     RelayInternalError,
 )
 """Every concrete scrape failure, so that metrics can initialise one series per reason up front."""

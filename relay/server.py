@@ -12,7 +12,7 @@ import time
 from aiohttp import web
 
 from relay import debug_pages, landing
-from relay.errors import ConfigError, RelayInternalError, ScrapeError, ScraperGoneError
+from relay.errors import ConfigError, RelayInternalError, ScrapeError, ScraperGoneError, ShutdownError
 from relay.failures import deadline_error
 from relay.flight import Flights
 from relay.health import ScrapeOutcome
@@ -128,7 +128,13 @@ async def _relay(request: web.Request, upstream: Upstream, flights: Flights) -> 
     except ScrapeError as exc:
         error = exc
     except asyncio.CancelledError:
-        scrape.record(ScraperGoneError("the scraper went away before its body was complete"))
+        if not request.app[RUNTIME_KEY].shutting_down:
+            scrape.record(ScraperGoneError("the scraper went away before its body was complete"))
+            raise
+        # Cut by the end of the shutdown grace period: a failure the scraper sees, so counted and logged.
+        cut = ShutdownError("the relay shut down before the body was complete")
+        scrape.record(cut)
+        _log_failure(upstream.name, cut, scrape.sent)
         raise
     except ConnectionResetError:  # writing to a scraper that has closed its end
         scrape.record(ScraperGoneError("the scraper closed the connection before its body was complete"))
@@ -141,11 +147,7 @@ async def _relay(request: web.Request, upstream: Upstream, flights: Flights) -> 
         scrape.record(None)
         return scrape.response
     scrape.record(error)
-    log.warning(
-        "scrape failed",
-        extra={"upstream": upstream.name, "reason": error.reason, "after_bytes": scrape.sent}
-        | error.log_fields(),
-    )
+    _log_failure(upstream.name, error, scrape.sent)
     if not scrape.response.prepared:
         return _text(error.status, error.explanation())
     _reset(request)
@@ -163,6 +165,14 @@ async def relay_metrics_head(request: web.Request) -> web.Response:
     # answer every upstream gives.
     content_type = response_content_type(openmetrics=False, utf8_names=preferences.utf8_names)
     return web.Response(headers={"Content-Type": content_type})
+
+
+def _log_failure(upstream: str, error: ScrapeError, sent: int) -> None:
+    """The `scrape failed` line: the same explanation the 502 body gives, and how far the body got."""
+    log.warning(
+        "scrape failed",
+        extra={"upstream": upstream, "reason": error.reason, "after_bytes": sent} | error.log_fields(),
+    )
 
 
 def _reset(request: web.Request) -> None:

@@ -128,7 +128,8 @@ async def test_a_scrape_in_flight_at_sigterm_completes(pki, tmp_path):
 
 
 async def test_a_scrape_past_the_grace_period_is_cut(pki, tmp_path):
-    """A scrape that outlives the grace period ends as a broken body (never a clean short one); exit 0."""
+    """A scrape that outlives the grace period ends as a broken body (never a clean short one), logged as
+    cut by the shutdown; exit 0."""
 
     async def endless(request: web.Request) -> web.StreamResponse:
         return await trickle(request, BODY[:5000], pause=0.05)
@@ -148,8 +149,11 @@ async def test_a_scrape_past_the_grace_period_is_cut(pki, tmp_path):
                     await response.read()
                 cut_after = asyncio.get_running_loop().time() - started
             code = await relay.exit_code(within=10)
+            failure = await relay.wait_for_log("scrape failed")
     assert code == 0
     assert 0.8 < cut_after < 5
+    assert failure["reason"] == "shutdown"  # counted as a failure the scraper saw, not as the scraper leaving
+    assert int(failure["after_bytes"]) >= 100
 
 
 async def test_during_the_shutdown_delay_the_relay_is_unready_but_serves(pki, tmp_path):
