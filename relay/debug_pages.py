@@ -81,6 +81,9 @@ class _Pages:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # A summary is a whole extra upstream request and a body read in full: one at a time is plenty for
+        # a person at a page, and keeps a reloading browser from loading the upstream.
+        self._summarizing = asyncio.Lock()
 
     async def relabel_trace(self, request: web.Request) -> web.Response:
         """`?upstream=NAME&series=SERIES`: what each rule does to one series (default: the first upstream)."""
@@ -116,9 +119,12 @@ class _Pages:
         answer = request.query.get("format", "html")
         if upstream is None:
             return _plain(404, f"unknown upstream {name!r}")
+        if self._summarizing.locked():
+            return _plain(503, "another relabel summary is running; try again when it has finished")
         started = time.monotonic()
         try:
-            summary = await _scrape_summary(upstream)
+            async with self._summarizing:
+                summary = await _scrape_summary(upstream)
         except ScrapeError as exc:
             return _failure(upstream, exc, answer)
         took = time.monotonic() - started

@@ -142,6 +142,7 @@ async def serve(
 
     server = RelayServer(config_path, options)
     # Before the listener opens: whoever sees "serving" may signal at once.
+    previous = {number: signal.getsignal(number) for number in (*_STOP_SIGNALS, signal.SIGHUP)}
     for number in _STOP_SIGNALS:
         loop.add_signal_handler(number, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, _reload, server.runtime)
@@ -161,8 +162,9 @@ async def serve(
         await asyncio.gather(drain, return_exceptions=True)
         return EXIT_FORCED
     finally:
-        for number in (*_STOP_SIGNALS, signal.SIGHUP):
+        for number, handler in previous.items():
             loop.remove_signal_handler(number)
+            signal.signal(number, handler)  # as they were before, not just the defaults
 
 
 def _reload(runtime: Runtime) -> None:

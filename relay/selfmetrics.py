@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable
 from contextlib import suppress
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client import disable_created_metrics as _disable_created_metrics
@@ -268,14 +269,22 @@ class SelfMetrics:
         credentials = source.last_good
         if credentials is None:
             return
-        if credentials.certificate is not None:
-            self.client_cert_expiry.labels(name).set(credentials.certificate.not_after.timestamp())
-            self.client_cert_not_before.labels(name).set(credentials.certificate.not_before.timestamp())
-        if credentials.ca_not_after is not None:
-            self.ca_cert_expiry.labels(name).set(credentials.ca_not_after.timestamp())
+        certificate = credentials.certificate
+        # A reload that drops cert_file or ca_file drops their dates too, lest an expiry alert fire on them.
+        _set_or_remove(self.client_cert_expiry, name, certificate.not_after if certificate else None)
+        _set_or_remove(self.client_cert_not_before, name, certificate.not_before if certificate else None)
+        _set_or_remove(self.ca_cert_expiry, name, credentials.ca_not_after)
 
     def exposition(self, openmetrics: bool) -> tuple[bytes, str]:
         """The registry's exposition and its Content-Type: OpenMetrics when the scraper prefers it."""
         if openmetrics:
             return generate_openmetrics(self.registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
         return generate_latest(self.registry), TEXT_CONTENT_TYPE
+
+
+def _set_or_remove(gauge: Gauge, name: str, moment: datetime | None) -> None:
+    if moment is None:
+        with suppress(KeyError):  # never set
+            gauge.remove(name)
+    else:
+        gauge.labels(name).set(moment.timestamp())

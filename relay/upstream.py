@@ -229,11 +229,11 @@ async def _snippet(response: aiohttp.ClientResponse, credentials: Credentials) -
         start = await response.content.read(_BODY_SNIPPET_BYTES)
     except (aiohttp.ClientError, OSError):
         return ""
-    text = start.decode("utf-8", errors="replace").strip().partition("\n")[0][:_SNIPPET_CHARACTERS]
+    text = start.decode("utf-8", errors="replace").strip().partition("\n")[0]
     if credentials.authorization is not None:  # an upstream may echo the request's headers
         token = credentials.authorization.removeprefix("Bearer ")
         text = text.replace(token, "<redacted>")
-    return text
+    return text[:_SNIPPET_CHARACTERS]  # cut after redacting: a cut token would not be found
 
 
 async def presented_certificate(attempt: Attempt) -> PresentedCertificate | None:

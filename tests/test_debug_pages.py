@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.web
 import pytest
 import yaml
 
@@ -290,3 +291,30 @@ async def test_summary_page_failures(pki, tmp_path, failure, answer):
 def test_prefers_html(accept, html):
     """HTML only for a client that ranks text/html above text/plain."""
     assert prefers_html(accept) is html
+
+
+async def test_one_summary_at_a_time(pki, tmp_path):
+    """While one summary's scrape runs, a second request is told to wait (503) instead of asking the upstream
+    again; afterwards a summary runs again."""
+    asked, gate = asyncio.Event(), asyncio.Event()
+
+    async def held(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        asked.set()
+        await gate.wait()
+        return await body_handler(BODY)(request)
+
+    async with (
+        running_upstream(pki.server_context(), held) as upstream,
+        running_relay(config_yaml(upstream.url, pki.client_files()), tmp_path) as relay,
+    ):
+        url = f"{relay.base_url}/relay/debug/relabel/test"
+        first = asyncio.create_task(get(url, format="json"))
+        await asyncio.wait_for(asked.wait(), 10)
+        second = await get(url, format="json")
+        gate.set()
+        done = await first
+        third = await get(url, format="json")
+    assert second[0] == 503
+    assert "another relabel summary is running" in second[2]
+    assert (done[0], third[0]) == (200, 200)
+    assert len(upstream.requests) == 2

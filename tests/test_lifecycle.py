@@ -251,11 +251,19 @@ async def test_serve_gives_the_signal_handlers_back(pki, tmp_path):
     config = tmp_path / "relay.yml"
     config.write_text(config_yaml("https://127.0.0.1:1/metrics", pki.client_files()))
     loop = asyncio.get_running_loop()
-    before = signal.getsignal(signal.SIGTERM)
-    code = await serve(
-        config,
-        ServeOptions(host="127.0.0.1", port=0, shutdown_delay=0),
-        on_started=lambda _server: loop.call_soon(os.kill, os.getpid(), signal.SIGTERM),
-    )
+
+    def ours(_number: int, _frame: object) -> None:
+        """A handler of the embedding program's own."""
+
+    before = signal.signal(signal.SIGHUP, ours)
+    try:
+        code = await serve(
+            config,
+            ServeOptions(host="127.0.0.1", port=0, shutdown_delay=0),
+            on_started=lambda _server: loop.call_soon(os.kill, os.getpid(), signal.SIGTERM),
+        )
+        after = signal.getsignal(signal.SIGHUP)
+    finally:
+        signal.signal(signal.SIGHUP, before)
     assert code == 0
-    assert signal.getsignal(signal.SIGTERM) == before
+    assert after is ours  # restored, not reset to the default

@@ -162,3 +162,23 @@ async def test_an_untrusted_upstream_leaves_the_relay_ready(tmp_path):
     assert outcome is not None
     assert outcome.reason == "tls"
     assert outcome.explanation.splitlines()[0] in text.decode()
+
+
+async def test_a_reload_without_ca_file_drops_its_expiry(pki, tmp_path):
+    """A reload that removes ca_file removes the CA expiry series, so no alert fires on a stale date."""
+    files = pki.client_files()
+    async with running_relay(config_yaml("https://127.0.0.1:1/metrics", files), tmp_path) as relay:
+        metrics = relay.runtime.metrics
+        before = sample(metrics, "metrics_relay_ca_certificate_expiry_timestamp_seconds", upstream="test")
+        relay.config_path.write_text(
+            "upstreams:\n  - name: test\n    url: https://127.0.0.1:1/metrics\n    tls_config:\n"
+            f"      cert_file: {files.cert_file}\n      key_file: {files.key_file}\n"
+        )
+        relay.runtime.reload()
+        after = sample(metrics, "metrics_relay_ca_certificate_expiry_timestamp_seconds", upstream="test")
+        client_expiry = sample(
+            metrics, "metrics_relay_client_certificate_expiry_timestamp_seconds", upstream="test"
+        )
+    assert before is not None
+    assert after is None
+    assert client_expiry is not None
