@@ -78,7 +78,8 @@ class SelfMetrics:
         )
         self.upstream_requests = Counter(
             "metrics_relay_upstream_requests",
-            "Requests sent to the upstream for relayed scrapes (concurrent ones share one; debug summaries are not counted).",
+            "Requests sent to the upstream for relayed scrapes "
+            "(concurrent ones share one; debug summaries are not counted).",
             ["upstream"],
             registry=registry,
         )
