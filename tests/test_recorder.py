@@ -9,24 +9,14 @@ import pytest
 
 from relay.config import parse
 from relay.errors import UpstreamStatusError
-from relay.health import Health, PassReport, ScrapeOutcome
+from relay.health import Health, ScrapeOutcome
 from relay.recorder import UpstreamRecorder
 from relay.selfmetrics import SelfMetrics
 from relay.tls import CredentialSource
 from tests.support import Pki, config_yaml, write_other_key
+from tests.test_selfmetrics import BASE_REPORT
 
-REPORT = PassReport(
-    at=1.0,
-    duration=0.2,
-    ok=True,
-    samples_in=10,
-    samples_out=7,
-    dropped={"relabel": 3},
-    memo_misses=4,
-    memo_entries=9,
-    received_bytes=100,
-    decompressed_bytes=400,
-)
+REPORT = BASE_REPORT  # one report in the shape a pass makes
 FAILED = ScrapeOutcome(at=2.0, duration=0.3, ok=False, relayed_bytes=0, reason="http_status")
 UPSTREAM = {"upstream": "ack"}
 
